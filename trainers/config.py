@@ -55,6 +55,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     divergence_factor: float = 10.0
     model_options: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()

@@ -1,0 +1,322 @@
+"""The write API: studies, trials and epochs, as idempotent upserts.
+
+Ray may deliver a result twice, a driver may be restarted and replay a trial,
+and on a cluster several processes may write one study: every write here is an
+INSERT ... ON CONFLICT keyed by (study, trial number[, epoch]), so a retried
+write updates the row it wrote before instead of adding another. A trial's
+final row and all its epoch rows commit in one transaction, so a reader never
+sees a COMPLETE trial with half its curve.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from storage import queries
+from storage.errors import StorageError
+from storage.schema import COMPLETE, FAIL, RUNNING, Epoch, Study, Trial, utcnow
+from storage.transactions import run_write
+from storage.urls import mask_url
+from storage.values import epoch_values, jsonable, trial_values
+
+_TRIAL_KEY = ["study_id", "trial_number"]
+_EPOCH_KEY = ["trial_id", "epoch"]
+_UPSERTS: dict[tuple[Any, ...], Any] = {}
+#: What finish_trial computes from the epoch rows when the caller leaves it out.
+_SUMMARY_COLUMNS = frozenset(
+    {"epochs_completed", "final_val_accuracy", "best_val_accuracy", "final_train_loss", "diverged"}
+)
+
+
+class ResultWriter:
+    """Writes one process's view of studies into the results database.
+
+    Safe to use from several processes at once (each with its own writer); all
+    methods validate their input before touching the database and raise
+    StorageError (one line, password masked) for anything a caller can fix.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._study_ids: dict[str, int] = {}
+
+    # -- studies ---------------------------------------------------------------------------
+
+    def get_study(self, name: str) -> queries.StudyRow | None:
+        return queries.get_study(self.engine, name)
+
+    def create_study(
+        self, name: str, config: Mapping[str, Any], code_version: str
+    ) -> queries.StudyRow:
+        """Create the study, or return it if it already exists with the same configuration.
+
+        An existing study with a *different* configuration is a StorageError: mixing
+        two search spaces under one name would make its analysis meaningless.
+        """
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise StorageError(f"a study name must be 1-200 characters, got {name!r}")
+        if not isinstance(config, Mapping):
+            raise StorageError(f"a study config must be a mapping, got {type(config).__name__}")
+        document = jsonable(config)
+        version = str(code_version or "")[:200]
+
+        def work(conn: Connection) -> None:
+            stmt = _insert(conn)(Study).values(
+                name=name, created_at=utcnow(), config=document, code_version=version
+            )
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+
+        run_write(self.engine, work)
+        row = self.get_study(name)
+        assert row is not None
+        if _canonical(row.config) != _canonical(document):
+            raise StorageError(
+                f"study {name!r} already exists in {mask_url(self.engine.url)} with a "
+                "different configuration; choose another study name"
+            )
+        return row
+
+    # -- trials ----------------------------------------------------------------------------
+
+    def start_trial(self, study: str, trial_number: int, fields: Mapping[str, Any]) -> None:
+        """Insert or reset the trial as RUNNING with its configuration and start time."""
+        number = _trial_number(trial_number)
+        values = trial_values(fields)
+        values["state"] = RUNNING
+        values.setdefault("started_at", utcnow())
+        values.setdefault("finished_at", None)
+        values.setdefault("error", None)
+
+        def work(conn: Connection) -> None:
+            study_id = self._study_id(conn, study)
+            _upsert_trial(conn, study_id, number, values)  # a (re)start replaces params
+
+        run_write(self.engine, work)
+
+    def record_epoch(
+        self, study: str, trial_number: int, epoch: int, metrics: Mapping[str, Any]
+    ) -> None:
+        """Upsert one epoch's metrics (a RUNNING trial row is created if there is none)."""
+        number = _trial_number(trial_number)
+        row = epoch_values(epoch, metrics)
+
+        def work(conn: Connection) -> None:
+            study_id = self._study_id(conn, study)
+            trial_id = _ensure_trial(conn, study_id, number)
+            _upsert_epochs(conn, trial_id, [row])
+            count = select(func.count()).where(Epoch.trial_id == trial_id).scalar_subquery()
+            progress: dict[str, Any] = {"epochs_completed": count}
+            if row["diverged"]:
+                progress["diverged"] = True
+            conn.execute(update(Trial).where(Trial.id == trial_id).values(**progress))
+
+        run_write(self.engine, work)
+
+    def finish_trial(
+        self,
+        study: str,
+        trial_number: int,
+        fields: Mapping[str, Any],
+        epochs: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Write the trial's outcome and all its epoch rows in one transaction.
+
+        `state` defaults to COMPLETE and `finished_at` to now. Each epoch mapping needs
+        an `epoch` key (EpochMetrics.to_dict() has one). Summary columns the caller
+        leaves out (epochs_completed, final/best val accuracy, final train loss,
+        diverged) are computed from the trial's epoch rows.
+        """
+        number = _trial_number(trial_number)
+        if epochs is None and isinstance(fields, Mapping):
+            listed = fields.get("epochs")
+            epochs = listed if isinstance(listed, list | tuple) else None
+        values = trial_values(fields)
+        values.setdefault("state", COMPLETE)
+        values.setdefault("finished_at", utcnow())
+        rows = [_epoch_row(item) for item in (epochs or [])]
+        given = set(values)
+
+        def work(conn: Connection) -> None:
+            study_id = self._study_id(conn, study)
+            _merge_params(conn, study_id, number, values)
+            trial_id = _upsert_trial(conn, study_id, number, values)
+            if rows:
+                _upsert_epochs(conn, trial_id, rows)
+            if _SUMMARY_COLUMNS <= given:
+                return
+            summary = _summarize(conn, trial_id)
+            missing = {k: v for k, v in summary.items() if k not in given and v is not None}
+            if missing:
+                conn.execute(update(Trial).where(Trial.id == trial_id).values(**missing))
+
+        run_write(self.engine, work)
+
+    def fail_running_trials(self, study: str, error: str | None = None) -> list[int]:
+        """Mark every RUNNING trial of `study` FAIL (a driver that died left them so);
+        returns their trial numbers, in order."""
+        message = error or "the study stopped while this trial was running"
+
+        def work(conn: Connection) -> list[int]:
+            study_id = self._study_id(conn, study)
+            running = (Trial.study_id == study_id) & (Trial.state == RUNNING)
+            numbers = list(
+                conn.scalars(select(Trial.trial_number).where(running).order_by(Trial.trial_number))
+            )
+            if numbers:
+                conn.execute(
+                    update(Trial)
+                    .where(running)
+                    .values(
+                        state=FAIL,
+                        finished_at=utcnow(),
+                        error=func.coalesce(Trial.error, message),
+                    )
+                )
+            return numbers
+
+        return run_write(self.engine, work)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _study_id(self, conn: Connection, name: str) -> int:
+        cached = self._study_ids.get(name)
+        if cached is not None:
+            return cached
+        study_id = conn.scalar(select(Study.id).where(Study.name == name))
+        if study_id is None:
+            raise StorageError(
+                f"no study named {name!r} in {mask_url(self.engine.url)}; create it first"
+            )
+        self._study_ids[name] = study_id
+        return study_id
+
+
+def _insert(conn: Connection) -> Any:
+    """The dialect's INSERT, which has on_conflict_do_update/do_nothing."""
+    name = conn.dialect.name
+    if name == "sqlite":
+        return sqlite.insert
+    if name == "postgresql":
+        return postgresql.insert
+    raise StorageError(f"unsupported database backend {name!r}")  # pragma: no cover
+
+
+def _upsert(
+    conn: Connection,
+    table: Table,
+    rows: list[dict[str, Any]],
+    keys: list[str],
+    *,
+    update: bool = True,
+    returning: Any = None,
+) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE the given columns (or DO NOTHING).
+
+    Statements are built once per (backend, table, column set) and executed with the
+    rows as parameters, so SQLAlchemy compiles each shape only once per process.
+    With `returning` (one row), the value of that column for the row written.
+    """
+    columns = tuple(rows[0])
+    cache_key = (conn.dialect.name, table.name, columns, tuple(keys), update, str(returning))
+    stmt = _UPSERTS.get(cache_key)
+    if stmt is None:
+        insert = _insert(conn)(table)
+        updates = [c for c in columns if c not in keys] if update else []
+        if updates:
+            stmt = insert.on_conflict_do_update(
+                index_elements=keys, set_={c: insert.excluded[c] for c in updates}
+            )
+        else:
+            stmt = insert.on_conflict_do_nothing(index_elements=keys)
+        if returning is not None:
+            stmt = stmt.returning(returning)
+        _UPSERTS[cache_key] = stmt
+    if returning is not None:
+        return conn.execute(stmt, rows[0]).scalar_one()
+    conn.execute(stmt, rows)
+    return None
+
+
+def _upsert_trial(conn: Connection, study_id: int, number: int, values: dict[str, Any]) -> int:
+    row = {"study_id": study_id, "trial_number": number, **values}
+    return int(_upsert(conn, Trial.__table__, [row], _TRIAL_KEY, returning=Trial.id))
+
+
+def _ensure_trial(conn: Connection, study_id: int, number: int) -> int:
+    row = {"study_id": study_id, "trial_number": number, "state": RUNNING, "started_at": utcnow()}
+    conn.execute(_insert(conn)(Trial).values(row).on_conflict_do_nothing(index_elements=_TRIAL_KEY))
+    return _trial_id(conn, study_id, number)
+
+
+def _trial_id(conn: Connection, study_id: int, number: int) -> int:
+    trial_id = conn.scalar(
+        select(Trial.id).where(Trial.study_id == study_id, Trial.trial_number == number)
+    )
+    assert trial_id is not None
+    return int(trial_id)
+
+
+def _merge_params(conn: Connection, study_id: int, number: int, values: dict[str, Any]) -> None:
+    """Merge new `params` keys into the stored ones, so finish_trial keeps start_trial's."""
+    if "params" not in values:
+        return
+    old = conn.scalar(
+        select(Trial.params).where(Trial.study_id == study_id, Trial.trial_number == number)
+    )
+    if old:
+        values["params"] = {**old, **values["params"]}
+
+
+def _upsert_epochs(conn: Connection, trial_id: int, rows: Iterable[dict[str, Any]]) -> None:
+    now = utcnow()
+    by_epoch = {row["epoch"]: row for row in rows}  # a repeated epoch: the last one wins
+    batch = [{**row, "trial_id": trial_id, "recorded_at": now} for row in by_epoch.values()]
+    if batch:
+        _upsert(conn, Epoch.__table__, batch, _EPOCH_KEY)
+
+
+def _summarize(conn: Connection, trial_id: int) -> dict[str, Any]:
+    rows = conn.execute(
+        select(Epoch.val_accuracy, Epoch.train_loss, Epoch.diverged)
+        .where(Epoch.trial_id == trial_id)
+        .order_by(Epoch.epoch)
+    ).all()
+    if not rows:
+        return {}
+    accuracies = [r.val_accuracy for r in rows if r.val_accuracy is not None]
+    return {
+        "epochs_completed": len(rows),
+        "final_val_accuracy": rows[-1].val_accuracy,
+        "best_val_accuracy": max(accuracies) if accuracies else None,
+        "final_train_loss": rows[-1].train_loss,
+        "diverged": any(r.diverged for r in rows),
+    }
+
+
+def _epoch_row(item: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(item, Mapping) or "epoch" not in item:
+        raise StorageError("each epoch passed to finish_trial must be a mapping with an 'epoch'")
+    return epoch_values(item["epoch"], item)
+
+
+def _trial_number(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        # numpy integers and the like: accept only exact non-negative integers
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = -1
+        if isinstance(value, bool) or number < 0 or number != value:
+            raise StorageError(f"trial_number must be an integer >= 0, got {value!r}")
+        return number
+    return value
+
+
+def _canonical(document: Any) -> str:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))

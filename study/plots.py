@@ -1,0 +1,184 @@
+"""The report's figures, as PNG files (matplotlib's Agg backend: no display needed).
+
+Figures are built with `matplotlib.figure.Figure` rather than pyplot, so no
+global figure state leaks between calls (reports are also made inside a
+long-running launch) and nothing tries to open a window on a headless node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from study.analysis import Analysis, VariantSummary  # noqa: E402
+from study.metrics import is_insgd  # noqa: E402
+
+FIGURE_FILES = {
+    "accuracy_vs_lr": "accuracy_vs_lr.png",
+    "eps_sensitivity": "eps_sensitivity.png",
+    "learning_curves": "learning_curves.png",
+}
+_COLORS = {"sgd": "#444444", "insgd-l1": "#1f77b4", "insgd-l2": "#d62728"}
+_FALLBACK = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+DPI = 110
+
+
+def color_for(variant: str) -> str:
+    """A stable colour per variant: the same variant looks the same in every figure."""
+    if variant in _COLORS:
+        return _COLORS[variant]
+    return _FALLBACK[sum(map(ord, variant)) % len(_FALLBACK)]
+
+
+def plot_accuracy_vs_lr(analysis: Analysis, path: Path, title: str = "") -> Path:
+    """Group mean accuracy vs lr per variant, the range over seeds as a band, diverged as x."""
+    settings = analysis.settings
+    fig = Figure(figsize=(7.5, 4.2 * len(settings)), dpi=DPI, layout="constrained")
+    axes = fig.subplots(len(settings), 1, squeeze=False)[:, 0]
+    for ax, setting in zip(axes, settings, strict=True):
+        for v in (v for v in analysis.variants if v.setting == setting):
+            _draw_variant_curve(ax, v)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("final validation accuracy")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+        ax.set_title(setting if len(settings) > 1 else (title or "accuracy vs learning rate"))
+    fig.savefig(path)
+    return path
+
+
+def _draw_variant_curve(ax: Any, v: VariantSummary) -> None:
+    color = color_for(v.variant)
+    lrs = np.array([g.lr for g in v.groups])
+    means = np.array([g.mean for g in v.groups])
+    # the band is the range of the per-seed means: with 2-3 seeds a +-std band
+    # overstates (and leaves [0, 1]) when one seed collapsed
+    lows = np.array([g.seed_means.min() for g in v.groups])
+    highs = np.array([g.seed_means.max() for g in v.groups])
+    label = f"{v.variant} (n={v.n_trials}, {v.n_seeds} seed{'s' if v.n_seeds != 1 else ''})"
+    ax.plot(lrs, means, "-o", color=color, label=label, markersize=4)
+    if v.n_seeds > 1:
+        ax.fill_between(lrs, lows, highs, color=color, alpha=0.18, linewidth=0)
+    ok = [p for p in v.points if not p.diverged]
+    bad = [p for p in v.points if p.diverged]
+    if ok:
+        ax.scatter([p.lr for p in ok], [p.accuracy for p in ok], s=9, color=color, alpha=0.35)
+    if bad:
+        ax.scatter(
+            [p.lr for p in bad], [0.0] * len(bad), marker="x", s=40, color=color,
+            label=f"{v.variant} diverged ({len(bad)})",
+        )
+
+
+def plot_eps_sensitivity(analysis: Analysis, path: Path) -> Path | None:
+    """Accuracy vs eps for each INSGD variant, coloured by lr (None if no INSGD trials)."""
+    variants = [v for v in analysis.variants if is_insgd(v.variant)]
+    variants = [v for v in variants if any(p.eps is not None for p in v.points)]
+    if not variants:
+        return None
+    all_lrs = [p.lr for v in variants for p in v.points]
+    low, high = min(all_lrs), max(all_lrs)
+    norm = LogNorm(vmin=low, vmax=high if high > low else low * 1.0001)
+    fig = Figure(figsize=(4.2 * len(variants) + 1.2, 3.9), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, len(variants), squeeze=False)[0]
+    mappable = None
+    for ax, v in zip(axes, variants, strict=True):
+        pts = [p for p in v.points if p.eps is not None]
+        mappable = ax.scatter(
+            [p.eps for p in pts], [p.accuracy for p in pts], c=[p.lr for p in pts],
+            norm=norm, cmap="viridis", s=12, alpha=0.5, edgecolors="none",
+        )
+        # one line per lr group: the mean over seeds at each eps
+        lines: dict[float, dict[float, list[float]]] = {}
+        for p in pts:
+            lines.setdefault(analysis.grouping.key(p.lr)[0], {}).setdefault(p.eps, []).append(
+                p.accuracy
+            )
+        for lr, by_eps in sorted(lines.items()):
+            eps_values = sorted(by_eps)
+            ax.plot(eps_values, [float(np.mean(by_eps[e])) for e in eps_values], "-o",
+                    markersize=3, linewidth=1.2, color=mappable.cmap(norm(lr)))
+        bad = [p for p in pts if p.diverged]
+        if bad:
+            ax.scatter([p.eps for p in bad], [0.0] * len(bad), marker="x", color="red", s=40,
+                       label="diverged")
+            ax.legend(loc="best", fontsize=8)
+        n_eps = len({p.eps for p in pts})
+        ax.set_xscale("log")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("eps" + (" (not varied)" if n_eps == 1 else ""))
+        ax.set_ylabel("final validation accuracy")
+        ax.set_title(analysis.label(v), fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    if mappable is not None:
+        fig.colorbar(mappable, ax=list(axes), label="learning rate")
+    fig.savefig(path)
+    return path
+
+
+def plot_learning_curves(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path
+) -> Path | None:
+    """Validation accuracy and training loss per epoch of each variant's best trial."""
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return None
+    fig = Figure(figsize=(10, 3.8), dpi=DPI, layout="constrained")
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    for label, epochs in curves.items():
+        color = color_for(label.split(" ")[0])
+        xs = [e["epoch"] for e in epochs]
+        acc_ax.plot(xs, [_num(e.get("val_accuracy")) for e in epochs], "-o", markersize=3,
+                    color=color, label=label)
+        losses = [_num(e.get("train_loss")) for e in epochs]
+        loss_ax.plot(xs, losses, "-o", markersize=3, color=color, label=label)
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("validation accuracy")
+    acc_ax.set_title("best trial per variant")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("training loss")
+    finite = [y for line in loss_ax.get_lines() for y in line.get_ydata() if np.isfinite(y)]
+    if finite and min(finite) > 0:
+        loss_ax.set_yscale("log")
+    for ax in (acc_ax, loss_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    fig.savefig(path)
+    return path
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def render_figures(
+    analysis: Analysis,
+    curves: Mapping[str, Sequence[Mapping[str, Any]]],
+    out_dir: Path,
+    title: str = "",
+) -> dict[str, Path]:
+    """Write every figure that has data into `out_dir`; returns {figure name: path}."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {name: out_dir / filename for name, filename in FIGURE_FILES.items()}
+    written = {
+        "accuracy_vs_lr": plot_accuracy_vs_lr(analysis, files["accuracy_vs_lr"], title),
+        "eps_sensitivity": plot_eps_sensitivity(analysis, files["eps_sensitivity"]),
+        "learning_curves": plot_learning_curves(curves, files["learning_curves"]),
+    }
+    return {name: p for name, p in written.items() if p is not None}

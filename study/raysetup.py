@@ -1,0 +1,97 @@
+"""Starting (or joining) Ray for a study, quietly.
+
+Without ``--address`` a local Ray starts sized to the machine (all its CPUs and GPUs), with
+no dashboard, no worker output forwarded to the terminal and Ray's own logging at WARNING,
+so the study's progress lines are all a person sees (``--verbose`` shows it all). With
+``--address`` the driver joins that cluster instead; a host:port that does not answer is
+reported in one line within seconds instead of after Ray's long connection retries.
+An already initialised Ray (a notebook, a test) is used as it is and left running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from study.errors import UsageError
+
+CONNECT_CHECK_TIMEOUT_S = 5.0
+
+#: Environment that keeps Ray Tune's own output off the terminal (set before Tune imports).
+QUIET_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",  # no "Configuration for experiment" box or status tables
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no CSV/JSON/TensorBoard files per trial
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+}
+_NOISY_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.air", "optuna")
+_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def quiet_environment(verbose: bool) -> None:
+    """Silence Ray Tune and Optuna unless `verbose`; call before importing ray.tune."""
+    if verbose:
+        return
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+    warnings.filterwarnings("ignore", module=r"optuna(\.|$)")
+
+
+def silence_loggers(verbose: bool) -> None:
+    """Ray and Optuna loggers to ERROR (after ray.init, which resets the 'ray' logger)."""
+    if verbose:
+        return
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def check_address(address: str) -> None:
+    """Fail fast (UsageError) when a host:port address does not accept connections."""
+    if address == "auto" or "://" in address:
+        return  # "auto" reads the local cluster file; ray:// goes through Ray Client
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UsageError(f"--address must be HOST:PORT (or auto); got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_CHECK_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}"
+        ) from None
+
+
+@contextmanager
+def ray_session(address: str | None, *, verbose: bool = False) -> Iterator[dict[str, float]]:
+    """Ray for the duration of a study; yields the cluster's resources (CPU, GPU, ...)."""
+    import ray
+
+    started_here = False
+    if not ray.is_initialized():
+        level = logging.INFO if verbose else logging.WARNING
+        if address:
+            try:
+                ray.init(address=address, log_to_driver=verbose, logging_level=level)
+            except (ConnectionError, RuntimeError) as exc:
+                raise UsageError(f"cannot join the Ray cluster at {address}: "
+                                 f"{' '.join(str(exc).split())}") from None
+        else:
+            if not verbose:
+                # A new local cluster gets token auth by default; Ray says so in a warning.
+                logging.getLogger(_AUTH_LOGGER).setLevel(logging.ERROR)
+            ray.init(include_dashboard=False, log_to_driver=verbose, logging_level=level)
+        started_here = True
+    silence_loggers(verbose)
+    try:
+        yield dict(ray.cluster_resources())
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,114 @@
+"""The driver-side Tune callback that writes every trial and epoch to the results database.
+
+Only the driver writes results: workers hold no database credentials, and one writer per
+study works the same on SQLite and PostgreSQL. Tune calls this callback in the driver's
+event loop for every trial event:
+
+- start  -> `start_trial` (RUNNING, the trial's whole TrainConfig, its seed and number);
+- result -> `record_epoch`, and on an attempt's first result the node, host and device;
+- complete -> `finish_trial`: COMPLETE, or PRUNED with ``stopped_early`` when a scheduler
+  ended it before its planned epochs (a diverged trial also ends early, but is COMPLETE);
+- error (retries used up) -> FAIL with the error text.
+
+A worker failure with retries left is not an end: Tune restores the trial from its last
+per-epoch checkpoint and this callback keeps the trial RUNNING under the same number.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ray.tune import Callback
+
+from storage import COMPLETE, FAIL, PRUNED, ResultWriter
+from study.search import stopped_early
+
+_WHERE_KEYS = ("node_id", "hostname", "device_name")
+
+
+class Recorder(Callback):
+    """Writes one study's trials through `storage.ResultWriter`; see the module docstring."""
+
+    def __init__(self, writer: ResultWriter, study: str, epochs_planned: int) -> None:
+        self.writer = writer
+        self.study = study
+        self.epochs_planned = epochs_planned
+        self._started: dict[int, datetime] = {}
+        self._located: set[tuple[int, str]] = set()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        number = _number(trial)
+        if number in self._started:
+            return  # a restart after a worker failure: same trial, same row
+        config = trial.config
+        fields: dict[str, Any] = {
+            "config": config["train"],
+            "params": {"variant": config.get("variant"), "optuna_trial": config.get("optuna_trial"),
+                       "tune_trial_id": trial.trial_id},
+        }
+        if config["norm"] == "none":
+            fields["eps"] = None  # SGD has no eps, whatever TrainConfig's default says
+        fields["started_at"] = self._started[number] = datetime.now(UTC)
+        self.writer.start_trial(self.study, number, fields)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any,
+                        result: dict[str, Any], **info: Any) -> None:
+        number = _number(trial)
+        epoch = result.get("epoch")
+        if epoch is None:
+            return
+        self.writer.record_epoch(self.study, number, int(epoch), result)
+        attempt = (number, str(result.get("pid")))
+        if attempt not in self._located:
+            self._located.add(attempt)
+            fields = {k: result.get(k) for k in _WHERE_KEYS}
+            fields["started_at"] = self._started.get(number)
+            self.writer.start_trial(self.study, number, fields)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        pruned = stopped_early(last, self.epochs_planned)
+        fields = {k: last.get(k) for k in _WHERE_KEYS if last.get(k) is not None}
+        fields.update(state=PRUNED if pruned else COMPLETE, stopped_early=pruned,
+                      wall_seconds=last.get("time_total_s"), params=_attempts(trial, last))
+        self.writer.finish_trial(self.study, _number(trial), fields)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        fields = {k: last.get(k) for k in _WHERE_KEYS if last.get(k) is not None}
+        fields.update(state=FAIL, error=error_text(trial), wall_seconds=last.get("time_total_s"),
+                      params=_attempts(trial, last))
+        self.writer.finish_trial(self.study, _number(trial), fields)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks into its experiment state; an engine does not pickle, and a
+        # study is resumed from the database, never from that state.
+        return {"study": self.study, "epochs_planned": self.epochs_planned}
+
+
+def error_text(trial: Any) -> str:
+    """The trial's last error as text (Ray's traceback included), or a placeholder."""
+    try:
+        error = trial.get_pickled_error() or trial.get_error()
+    except Exception:  # noqa: BLE001 - reading the error file must never end the study
+        error = None
+    text = str(error).strip() if error else ""
+    return text or "the trial failed (no error text was recorded)"
+
+
+def last_line(text: str) -> str:
+    """The most telling line of a traceback: its last non-empty one."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
+
+def _attempts(trial: Any, last: dict[str, Any]) -> dict[str, Any]:
+    """How often the trial's worker died, and the checkpoint epoch its last attempt began at."""
+    return {"worker_failures": int(trial.num_failures),
+            "resumed_from_epoch": int(last.get("resumed_from_epoch") or 0)}
+
+
+def _number(trial: Any) -> int:
+    return int(trial.config["trial_number"])
+

@@ -1,0 +1,415 @@
+"""Running a study: preflight checks, the plan, then Ray Tune with OptunaSearch.
+
+The results database is the study's memory, not Tune's experiment directory. Each launch
+(first, resumed, or continued) reads which trials exist, and plans only what is missing:
+
+- trials a dead driver left RUNNING are marked FAIL (``--resume`` only; without it they
+  mean another launch may be running the study, which is refused);
+- COMPLETE and PRUNED trials are kept; a configuration with seeds missing (its trial
+  failed, or the driver died) runs those seeds again, under new trial numbers;
+- the rest of the budget (grid points not yet run, or new samples) follows, so the study
+  ends with exactly its target number of finished trials and trial numbers never repeat.
+
+Tuner.restore is not used: Tune checkpoints its experiment state every few seconds, so
+after a SIGKILL it can be behind the database (trials it thinks pending are done, or the
+reverse), and a restored Optuna searcher would double-count. A trial that Tune restarts
+*within* a launch (its worker died) resumes from its per-epoch checkpoint via
+`FailureConfig(max_failures)`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from storage.errors import StorageError
+from study.config import MergedConfig, StudyConfig
+from study.errors import UsageError
+from study.space import Point, find_point, grid_points
+
+FINISHED_STATES = ("COMPLETE", "PRUNED")
+
+
+@dataclass
+class Plan:
+    """What one launch runs: groups with their missing seeds, and how many trials in all."""
+
+    groups: list[Any]  # study.search.Group (imported lazily: it needs ray)
+    sample: bool
+    budget: int
+    first_number: int
+    finished: int
+
+
+@dataclass
+class Prepared:
+    """A study that passed every check, before anything was written or started."""
+
+    config: StudyConfig
+    url: str
+    engine: Any
+    exists: bool
+    rows: list[Any]
+
+
+def prepare(merged: MergedConfig) -> Prepared:
+    """Everything that can be checked without writing: storage URL, dataset, name clash.
+
+    Raises UsageError / StorageError / FileNotFoundError: the CLI prints one line, exit 2.
+    """
+    from study.credentials import resolve_storage_url
+
+    config = merged.config
+    url = resolve_storage_url(config.storage)
+    import storage
+    from storage.urls import parse_url
+
+    parse_url(url)  # a malformed URL is a StorageError before any file is created
+    if config.address:
+        from study.raysetup import check_address
+
+        check_address(config.address)
+    config = replace(config, data_dir=_absolute_data_dir(config.data_dir))
+    check_dataset(config)
+    engine = storage.open_database(url)
+    existing = storage.ResultWriter(engine).get_study(config.name)
+    rows: list[Any] = []
+    if existing is not None:
+        if config.resume:
+            checked = (config.dataset, config.data_dir)
+            config = merged.resumed_from(existing.config)
+            config = replace(config, data_dir=_absolute_data_dir(config.data_dir))
+            if (config.dataset, config.data_dir) != checked:
+                check_dataset(config)
+        else:
+            diffs = config.differences(existing.config)
+            if diffs:
+                raise UsageError(
+                    f"study {config.name!r} already exists with a different configuration "
+                    f"({'; '.join(diffs)}); choose another --name, or --resume to continue "
+                    f"it as stored"
+                )
+        rows = storage.queries.list_trials(engine, config.name)
+        running = [r.trial_number for r in rows if r.state == "RUNNING"]
+        if running and not config.resume:
+            raise UsageError(
+                f"study {config.name!r} has {len(running)} RUNNING trial(s) "
+                f"({_numbers(running)}): another launch may be running it; if that launch "
+                f"died, pass --resume to mark them FAIL and re-run them"
+            )
+    return Prepared(config=config, url=url, engine=engine, exists=existing is not None,
+                    rows=rows)
+
+
+def check_dataset(config: StudyConfig) -> None:
+    """Missing dataset files are bad input: load the dataset once on the CPU to find out."""
+    from trainers.data import load_dataset
+
+    load_dataset(config.dataset, data_dir=config.data_dir, download=False, device="cpu",
+                 seed=0, val_fraction=config.train.get("val_fraction", 0.1))
+
+
+def make_plan(config: StudyConfig, rows: Sequence[Any], curves: dict[int, dict[int, float]]
+              ) -> Plan:
+    """Groups to run (missing seeds of known configurations first), budget, numbering.
+
+    `rows` are the study's trials (RUNNING ones already marked FAIL); `curves` maps the
+    trial numbers of finished trials to {epoch: val accuracy} for the groups' Optuna
+    intermediate values.
+    """
+    from study.search import Group, SeedOutcome, objective
+
+    finished = [r for r in rows if r.state in FINISHED_STATES]
+    first_number = max((r.trial_number for r in rows), default=-1) + 1
+    seeds = config.seeds
+    groups: list[Any] = []
+
+    def group_for(point: Point) -> Any:
+        for group in groups:
+            if group.point.same_as(point):
+                return group
+        group = Group(key=f"resume-{len(groups)}", point=point, todo=deque(), seeds=seeds)
+        groups.append(group)
+        return group
+
+    if config.sampler == "grid":
+        for point in grid_points(config):
+            group_for(point)
+    for row in rows:
+        point = _row_point(row)
+        if config.sampler == "grid":
+            canonical = find_point(point, (g.point for g in groups))
+            if canonical is None:
+                continue  # not a point of this grid (cannot happen for an unchanged study)
+            point = canonical
+        group = group_for(point)
+        if row.state in FINISHED_STATES and row.seed is not None and row.seed < seeds:
+            group.outcomes[int(row.seed)] = SeedOutcome(
+                accuracy=None if row.diverged else objective(row.final_val_accuracy),
+                epochs=row.epochs_completed, diverged=bool(row.diverged),
+                pruned=row.state == "PRUNED", trial_number=row.trial_number,
+            )
+            group.curves[int(row.seed)] = dict(curves.get(row.trial_number, {}))
+    for group in groups:
+        group.todo.extend(s for s in range(seeds) if s not in group.outcomes)
+    runnable = [g for g in groups if g.todo]
+    budget = max(0, config.target_trials - len(finished))
+    if config.sampler == "grid":
+        budget = min(budget, sum(len(g.todo) for g in runnable))
+    return Plan(groups=runnable, sample=config.sampler != "grid", budget=budget,
+                first_number=first_number, finished=len(finished))
+
+
+def run_study(merged: MergedConfig, out: TextIO | None = None) -> int:
+    """`insgd-study launch`: check, plan, run on Ray Tune, summarize. Returns the exit code."""
+    out = out or sys.stdout
+    prepared = prepare(merged)
+    config = prepared.config
+    from study.raysetup import quiet_environment
+
+    quiet_environment(config.verbose)
+    import storage
+    from storage.urls import mask_url
+    from study.progress import summary_table
+
+    shown = mask_url(prepared.url)
+    finished_before = sum(r.state in FINISHED_STATES for r in prepared.rows)
+    has_running = any(r.state == "RUNNING" for r in prepared.rows)
+    if prepared.exists and finished_before >= config.target_trials and not has_running:
+        _say(out, f"study {config.name!r} in {shown} already has {finished_before} finished "
+                  f"trials (target {config.target_trials}); nothing to run")
+        _say(out, summary_table(storage.queries.list_trials(prepared.engine, config.name)))
+        return 0
+
+    from study.raysetup import ray_session
+
+    started = time.monotonic()
+    with ray_session(config.address, verbose=config.verbose) as resources:
+        _check_resources(config)
+        writer = storage.ResultWriter(prepared.engine)
+        if not prepared.exists:
+            writer.create_study(config.name, config.study_dict(), code_version())
+            _say(out, f"study {config.name!r}: new, in {shown}")
+        elif config.resume:
+            failed = writer.fail_running_trials(
+                config.name, "the launch that ran this trial died; its configuration re-runs"
+            )
+            if failed:
+                _say(out, f"study {config.name!r}: marked {len(failed)} trial(s) left RUNNING "
+                          f"as FAIL ({_numbers(failed)}); their configurations run again")
+        rows = storage.queries.list_trials(prepared.engine, config.name)
+        plan = make_plan(config, rows, _finished_curves(prepared.engine, config, rows))
+        slots = concurrent_slots(config, resources)
+        _say(out, f"study {config.name!r}: {config.sampler} over "
+                  f"{','.join(config.norms)}, {plan.finished} of {config.target_trials} "
+                  f"trials finished, running {plan.budget} ({config.dataset}/{config.model}, "
+                  f"{config.epochs} epochs, up to {slots} at once)")
+        if plan.budget > 0:
+            _fit(config, prepared, writer, plan, slots, out)
+        leftover = writer.fail_running_trials(
+            config.name, "the launch ended before this trial finished")
+        rows = storage.queries.list_trials(prepared.engine, config.name)
+    finished = sum(r.state in FINISHED_STATES for r in rows)
+    _say(out, "")
+    _say(out, summary_table(rows))
+    _say(out, f"study {config.name!r}: {finished}/{config.target_trials} trials finished in "
+              f"{time.monotonic() - started:.0f}s; results in {shown}")
+    if finished < config.target_trials:
+        extra = f" ({len(leftover)} interrupted)" if leftover else ""
+        _say(out, f"{config.target_trials - finished} trial(s) did not finish{extra}; "
+                  f"launch again with --resume to re-run them")
+        return 1
+    return 0
+
+
+def _fit(config: StudyConfig, prepared: Prepared, writer: Any, plan: Plan, slots: int,
+         out: TextIO) -> None:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from study.progress import Best, Progress, best_per_variant
+    from study.recorder import Recorder
+    from study.samplers import make_sampler
+    from study.search import METRIC, MODE, SeededSearch, StudyOptunaSearch
+    from study.space import define_space
+    from study.trainable import run_trial
+
+    optuna_storage = optuna_rdb_storage(prepared.url)
+    clean_optuna_study(optuna_storage, config.name)
+    optuna_search = StudyOptunaSearch(
+        define_space(config), metric=METRIC, mode=MODE, sampler=make_sampler(config),
+        study_name=config.name, storage=optuna_storage,
+    )
+    searcher = SeededSearch(optuna_search, config, fixed=plan.groups, sample=plan.sample,
+                            budget=plan.budget, first_number=plan.first_number)
+    if config.scheduler == "asha":
+        scheduler: Any = ASHAScheduler(
+            time_attr="epoch", max_t=config.epochs, grace_period=config.grace_period,
+            reduction_factor=config.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    rows = storage_rows(prepared)
+    best = best_per_variant(rows)
+    top = max(best, key=lambda r: r.mean, default=None)
+    progress = Progress(
+        total=config.target_trials, done_before=plan.finished, epochs_planned=config.epochs,
+        best=None if top is None else Best(top.mean, f"{top.variant} lr={top.lr:.3g}"),
+        out=out,
+    )
+    resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, resources),
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
+            num_samples=plan.budget, max_concurrent_trials=slots,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"insgd-{config.name}-{datetime.now():%Y%m%d-%H%M%S}",
+            storage_path=config.results_dir and str(Path(config.results_dir).expanduser()
+                                                    .resolve()),
+            callbacks=[Recorder(writer, config.name, config.epochs), progress],
+            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=1 if config.verbose else 0,
+        ),
+    )
+    tuner.fit()
+
+
+def storage_rows(prepared: Prepared) -> list[Any]:
+    import storage
+
+    return storage.queries.list_trials(prepared.engine, prepared.config.name)
+
+
+def optuna_rdb_storage(url: str) -> Any:
+    """Optuna's RDBStorage on the results database (same driver, SQLite busy timeout)."""
+    import optuna
+
+    from storage.urls import is_sqlite, normalize_url
+
+    normalized = normalize_url(url)
+    kwargs: dict[str, Any] = {}
+    if is_sqlite(normalized):
+        kwargs = {"connect_args": {"timeout": 30}}
+    else:
+        kwargs = {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(normalized, engine_kwargs=kwargs)
+    except Exception as exc:  # noqa: BLE001 - Optuna wraps driver errors in many types
+        from storage.urls import mask_url
+
+        raise StorageError(f"cannot open Optuna's tables in {mask_url(url)}: "
+                           f"{' '.join(str(exc).split())[:200]}") from None
+
+
+def clean_optuna_study(optuna_storage: Any, name: str) -> None:
+    """Trials a dead driver left RUNNING (or enqueued, WAITING) in Optuna become FAIL.
+
+    Only one launch runs a study at a time (checked in `prepare`), so any such trial is
+    an orphan; left WAITING, it would be handed out as the next fixed point.
+    """
+    from optuna.trial import TrialState
+
+    try:
+        study_id = optuna_storage.get_study_id_from_name(name)
+    except KeyError:
+        return
+    for trial in optuna_storage.get_all_trials(study_id, deepcopy=False,
+                                               states=(TrialState.RUNNING, TrialState.WAITING)):
+        trial_id = optuna_storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        if trial.state == TrialState.WAITING:
+            # WAITING -> RUNNING is how Optuna pops an enqueued trial; then it can fail.
+            optuna_storage.set_trial_state_values(trial_id, TrialState.RUNNING)
+        optuna_storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+
+def code_version() -> str:
+    """The installed insgd-study version, plus the git commit when run from a checkout."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = version("insgd-study")
+    except PackageNotFoundError:
+        text = "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+            timeout=5, cwd=Path(__file__).resolve().parent, check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{text}+g{commit}" if commit else text
+
+
+def _finished_curves(engine: Any, config: StudyConfig, rows: Sequence[Any]
+                     ) -> dict[int, dict[int, float]]:
+    """Learning curves of finished trials, needed only when configurations repeat seeds."""
+    if config.seeds == 1 or not any(r.state in FINISHED_STATES for r in rows):
+        return {}
+    import storage
+    from study.search import objective
+
+    curves: dict[int, dict[int, float]] = {}
+    for epoch in storage.queries.study_epochs(engine, config.name):
+        curves.setdefault(epoch.trial_number, {})[epoch.epoch] = objective(epoch.val_accuracy)
+    return curves
+
+
+def _row_point(row: Any) -> Point:
+    norm = row.norm or "none"
+    return Point(norm, float(row.lr), None if norm == "none" or row.eps is None else
+                 float(row.eps))
+
+
+def _check_resources(config: StudyConfig) -> None:
+    """A trial must fit on one node, or Tune would wait for it forever."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(n.get("CPU", 0.0) >= config.cpus_per_trial and n.get("GPU", 0.0)
+           >= config.gpus_per_trial for n in nodes):
+        return
+    largest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
+    raise UsageError(
+        f"a trial needs {config.cpus_per_trial:g} CPU and {config.gpus_per_trial:g} GPU "
+        f"(--cpus-per-trial / --gpus-per-trial) but no Ray node has that much (largest: "
+        f"{largest.get('CPU', 0.0):g} CPU, {largest.get('GPU', 0.0):g} GPU)"
+    )
+
+
+def concurrent_slots(config: StudyConfig, resources: dict[str, float]) -> int:
+    """Trials that fit at once (capped by --max-concurrent): Tune keeps that many pending,
+    so every slot fills at the start instead of one trial being placed at a time."""
+    slots = int(resources.get("CPU", 0.0) // config.cpus_per_trial + 1e-9)
+    if config.gpus_per_trial:
+        slots = min(slots, int(resources.get("GPU", 0.0) // config.gpus_per_trial + 1e-9))
+    if config.max_concurrent:
+        slots = min(slots, config.max_concurrent)
+    return max(1, slots)
+
+
+def _absolute_data_dir(data_dir: str | None) -> str:
+    """Trials run in Ray's own working directories: give them an absolute data path."""
+    from trainers.data import resolve_data_dir
+
+    return str(resolve_data_dir(data_dir))
+
+
+def _numbers(numbers: Sequence[int]) -> str:
+    shown = ", ".join(str(n) for n in numbers[:10])
+    return shown + (", ..." if len(numbers) > 10 else "")
+
+
+def _say(out: TextIO, line: str) -> None:
+    out.write(line + "\n")
+    out.flush()

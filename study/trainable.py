@@ -1,0 +1,115 @@
+"""The Ray Tune trainable: a plain function of a trial's config that trains and reports.
+
+Everything a trial needs is in its config (`config["train"]` is a complete
+`TrainConfig.to_dict()`, built by the driver), so this module holds no study logic:
+it picks the device, restores the last per-epoch checkpoint if Tune restarted the trial
+after a worker died, and hands every epoch to `tune.report` with that epoch's checkpoint.
+Workers never touch the database; the driver records what they report
+(`study.recorder`). Each report carries where the trial ran (Ray node id, hostname,
+device) and the epoch it resumed from, so the driver can tell a restart from a resume.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+CHECKPOINT_FILE = "trial.pt"
+EPOCH_FILE = "epoch.txt"  # beside the checkpoint, so a resume knows its epoch without loading it
+
+
+def pick_device() -> str:
+    """CUDA only when Ray assigned this trial a GPU *and* torch can see one.
+
+    "auto" would grab a GPU that Ray gave to another trial; a fake GPU resource
+    (``ray start --num-gpus 1`` on a CPU machine) must still train on the CPU.
+    """
+    import ray
+    import torch
+
+    if ray.get_gpu_ids() and torch.cuda.is_available():
+        return "cuda"  # Ray sets CUDA_VISIBLE_DEVICES, so device 0 is the assigned GPU
+    return "cpu"
+
+
+def _set_threads() -> None:
+    """One intra-op thread pool per trial sized to its CPUs, so packed trials don't thrash."""
+    import ray
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def where() -> dict[str, Any]:
+    """The Ray node, host and process running this trial."""
+    import ray
+
+    return {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Train one trial, reporting each epoch (with its checkpoint) to Ray Tune."""
+    from ray import tune
+
+    from trainers.config import TrainConfig
+    from trainers.device import device_name
+    from trainers.train import train
+
+    device = pick_device()
+    _set_threads()
+    train_config = TrainConfig.from_dict({**config["train"], "device": device})
+    import torch
+
+    static = {
+        **where(),
+        "trial_number": int(config["trial_number"]),
+        "seed": train_config.seed,
+        "device_name": device_name(torch.device(device)),
+        "epochs_planned": train_config.epochs,
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="insgd-trial-"))
+    try:
+        checkpoint_path = workdir / CHECKPOINT_FILE
+        resume_from = _restore_checkpoint(tune.get_checkpoint(), checkpoint_path)
+        static["resumed_from_epoch"] = _checkpoint_epoch(workdir) if resume_from else 0
+
+        def report(metrics: Any) -> None:
+            (workdir / EPOCH_FILE).write_text(str(metrics.epoch), encoding="utf-8")
+            tune.report(
+                {**metrics.to_dict(), **static},
+                checkpoint=tune.Checkpoint.from_directory(str(workdir)),
+            )
+
+        train(train_config, report, checkpoint_path=checkpoint_path, resume_from=resume_from)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _restore_checkpoint(checkpoint: Any, target: Path) -> Path | None:
+    """Copy the latest reported checkpoint (if Tune restored one) to `target`."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        source = Path(folder)
+        if not (source / CHECKPOINT_FILE).exists():
+            return None
+        shutil.copyfile(source / CHECKPOINT_FILE, target)
+        if (source / EPOCH_FILE).exists():
+            shutil.copyfile(source / EPOCH_FILE, target.parent / EPOCH_FILE)
+    return target
+
+
+def _checkpoint_epoch(workdir: Path) -> int:
+    try:
+        return int((workdir / EPOCH_FILE).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return 0

@@ -1,0 +1,219 @@
+"""`insgd-study report` end to end on stored studies whose answers are known by construction."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+
+import pytest
+
+from study.cli import main
+
+
+def _report(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["report", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _variants(payload: dict) -> dict[str, dict]:
+    return {v["variant"]: v for v in payload["variants"]}
+
+
+def test_json_contract_matches_hand_computed_metrics(db_url, capsys, data):
+    data.write_study(db_url, data.STUDY, data.known_trials())
+    code, out, err = _report(
+        capsys, "--storage", db_url, "--study", data.STUDY, "--format", "json", "--no-attach"
+    )
+    assert code == 0, err
+    payload = json.loads(out)
+    assert (payload["study"], payload["tolerance"], payload["bins"]) == (data.STUDY, 0.01, 8)
+    assert payload["grouping"]["mode"] == "exact"
+    assert payload["trial_counts"] == {"COMPLETE": 24, "FAIL": 1, "PRUNED": 1, "RUNNING": 1}
+    v = _variants(payload)
+    assert list(v) == ["sgd", "insgd-l1", "insgd-l2"]
+    sgd, l1, l2 = v["sgd"], v["insgd-l1"], v["insgd-l2"]
+    # PRUNED/FAIL/RUNNING (0.99 each) must not leak in; seeds are at mean -+ 0.002
+    assert (sgd["n_trials"], sgd["n_seeds"]) == (8, 2)
+    assert sgd["best_accuracy"] == pytest.approx(0.90) and sgd["best_lr"] == 0.1
+    assert l2["best_accuracy"] == pytest.approx(0.91) and l2["best_lr"] == 0.1
+    assert sgd["lr_window_decades"] == 0.0
+    assert l1["lr_window_decades"] == pytest.approx(1.0)
+    assert l2["lr_window_decades"] == pytest.approx(1.0)
+    assert (sgd["max_stable_lr"], l1["max_stable_lr"]) == (1.0, 10.0)
+    assert (sgd["divergence_rate"], l2["divergence_rate"]) == (0.25, 0.0)
+    # trapezoid over log10 lr (-2, -1, 0, 1) of (0.8, 0.9, 0.6, 0.0), divided by 3 decades
+    assert sgd["auc"] == pytest.approx((0.85 + 0.75 + 0.30) / 3)
+    assert [g["mean_accuracy"] for g in sgd["groups"]] == pytest.approx([0.8, 0.9, 0.6, 0.0])
+    assert sgd["groups"][3]["n_diverged"] == 2
+    for variant in v.values():
+        iv = variant["intervals"]["best_accuracy"]
+        assert iv["low"] <= variant["best_accuracy"] <= iv["high"] + 1e-12
+    comps = {c["variant"]: c for c in payload["comparisons"]}
+    assert set(comps) == {"insgd-l1", "insgd-l2"}
+    window = comps["insgd-l2"]["lr_window_decades_diff"]
+    assert (window["estimate"], window["low"], window["high"]) == pytest.approx((1.0, 1.0, 1.0))
+    assert payload["best_trials"]["insgd-l2"] in range(24)
+    assert len(payload["verdicts"]) == 5
+    # importances come from the Optuna study: lr drives accuracy here, far more than norm
+    imp = payload["importances"]["all"]["importances"]
+    assert set(imp) == {"lr", "norm"} and imp["lr"] > imp["norm"]
+    assert payload["importances"]["insgd"]["n_trials"] == 16
+
+
+def test_table_shows_percent_intervals_verdicts_and_the_lr_table(known_study_url, capsys, data):
+    code, out, err = _report(capsys, "--storage", known_study_url, "--study", data.STUDY,
+                             "--no-attach")
+    assert code == 0, err
+    assert "90.00% [" in out and "91.00% [" in out  # best accuracy with its interval
+    assert "excluded: 1 FAIL, 1 PRUNED, 1 RUNNING" in out
+    verdict = out.split("Verdict:")[1]
+    assert "- LR window (lrs within 1 accuracy point of the variant's best): insgd-l1 and " \
+           "insgd-l2 lead with 1.00 decades (sgd 0.00 decades)" in verdict
+    assert "insgd-l2 - sgd = +1.00 decades [+1.00, +1.00], INSGD better" in verdict
+    assert "Max stable lr: insgd-l1 and insgd-l2 lead with lr 10 (sgd lr 1)" in verdict
+    assert re.search(r"^10\s+0\.00 \+-0\.00 \(2/2 div\)\s+70\.00 \+-0\.28\s+75\.00 \+-0\.28$",
+                     out, re.M)
+    assert "Parameter importances" in out and "INSGD trials only (16)" in out
+
+
+def test_out_writes_figures_and_a_self_contained_html_page(
+    known_study_url, tmp_path, capsys, data
+):
+    out_dir = tmp_path / "new" / "report"
+    code, out, err = _report(capsys, "--storage", known_study_url, "--study", data.STUDY,
+                             "--out", str(out_dir), "--no-attach", "--format", "json")
+    assert code == 0, err
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == ["accuracy_vs_lr.png", "eps_sensitivity.png", "learning_curves.png",
+                     "report.html", "report.json"]
+    for png in out_dir.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    page = (out_dir / "report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 3 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from elsewhere
+    assert "insgd-l2 - sgd = +1.00 decades" in page
+    assert json.loads(out)["figures"]["accuracy_vs_lr"] == "accuracy_vs_lr.png"
+    assert json.loads((out_dir / "report.json").read_text())["study"] == data.STUDY
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tolerance", "1"], "--tolerance must be >= 0 and < 1"),
+        (["--tolerance", "-0.01"], "--tolerance must be >= 0 and < 1"),
+        (["--tolerance", "nan"], "--tolerance must be >= 0 and < 1"),
+        (["--bins", "1"], "--bins must be an integer >= 2"),
+        (["--bins", "two"], "invalid int value"),
+        (["--format", "xml"], "invalid choice"),
+        (["--study", "nope"], "unknown study 'nope' (studies in this database: robust-demo)"),
+    ],
+)
+def test_bad_arguments_are_one_line_exit_2_and_write_nothing(
+    known_study_url, tmp_path, capsys, data, args, message
+):
+    out_dir = tmp_path / "out"
+    argv = ["report", "--storage", known_study_url, "--study", data.STUDY, "--out", str(out_dir),
+            "--no-attach", *args]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors (one line, exit 2)
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and message in err
+    assert not out_dir.exists()
+
+
+def test_out_that_is_a_file_and_a_missing_database_are_refused(tmp_path, capsys, data):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    code, _, err = _report(capsys, "--storage", f"sqlite:///{tmp_path}/none.db",
+                           "--study", data.STUDY, "--out", str(a_file))
+    assert code == 2 and "exists and is not a directory" in err and err.count("\n") == 1
+    missing = f"sqlite:///{tmp_path}/none.db"
+    code, _, err = _report(capsys, "--storage", missing, "--study", data.STUDY)
+    assert code == 2 and err.count("\n") == 1
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_a_study_without_complete_trials_is_exit_2(tmp_path, capsys, data):
+    url = f"sqlite:///{tmp_path}/s.db"
+    data.write_study(url, "early", [data.trial_spec("l2", 0.1, 0, 0.5, "PRUNED"),
+                               data.trial_spec("l2", 0.1, 1, 0.5, "RUNNING")], with_optuna=False)
+    code, out, err = _report(capsys, "--storage", url, "--study", "early")
+    assert code == 2 and out == ""
+    assert err == ("insgd-study report: error: study 'early' has no COMPLETE trials yet "
+                   "(1 PRUNED, 1 RUNNING)\n")
+
+
+def test_random_sampler_studies_are_binned_and_single_seeds_get_no_intervals(
+    tmp_path, capsys, data
+):
+    url = f"sqlite:///{tmp_path}/s.db"
+    lrs = [10 ** (-3 + 4 * i / 19) for i in range(20)]  # 20 distinct lrs, 1e-3 .. 10
+    specs = [data.trial_spec(norm, lr, 0, 0.9 - 0.1 * abs(math.log10(lr) + 1))
+             for lr in lrs for norm in ("none", "l2")]
+    data.write_study(url, "tpe", specs, config={"sampler": "tpe"}, with_optuna=False)
+    code, out, err = _report(capsys, "--storage", url, "--study", "tpe", "--bins", "4",
+                             "--format", "json")
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["grouping"]["mode"] == "log-bins"
+    assert payload["grouping"]["edges"] == pytest.approx([1e-3, 1e-2, 1e-1, 1.0, 10.0])
+    sgd = _variants(payload)["sgd"]
+    assert [g["n_trials"] for g in sgd["groups"]] == [5, 5, 5, 5]
+    assert sgd["best_lr"] == pytest.approx(10 ** -1.5)  # centre of the bin [0.01, 0.1]
+    assert sgd["intervals"] is None and payload["comparisons"] == []
+    assert payload["importances"] == {"error": "no Optuna study named 'tpe' in this database"}
+
+
+def test_paper_preset_studies_print_the_papers_numbers_beside_ours(tmp_path, capsys, data):
+    url = f"sqlite:///{tmp_path}/s.db"
+    specs = [data.trial_spec(norm, 0.1, seed, acc)
+             for norm, acc in (("none", 0.11), ("l1", 0.6), ("l2", 0.7)) for seed in (0, 1)]
+    data.write_study(url, "pm", specs, config={"sampler": "grid", "preset": "paper-mnist"},
+                model="mnist-toy", dataset="mnist5k", with_optuna=False)
+    # our batchnorm flag lives in the trial's params; the paper-mnist row is the no-BN one
+    from storage import ResultWriter, open_database
+
+    writer = ResultWriter(open_database(url))
+    for n in range(len(specs)):
+        writer.finish_trial("pm", n, {"params": {"batchnorm": False}})
+    code, out, err = _report(capsys, "--storage", url, "--study", "pm")
+    assert code == 0, err
+    paper = out.split("beside ours:")[1]
+    assert re.search(r"toy CNN, no BN, CIFAR-10\s+0\.1\s+insgd-l2\s+74\.78 \+-7\.84\s+70\.00 "
+                     r"\+-0\.00\s+0\.1\s+2", paper)
+    assert "reports no accuracy" in paper
+
+
+def test_report_attaches_a_note_and_figures_to_the_optuna_study(tmp_path, capsys, data):
+    from optuna_dashboard import get_note
+
+    from study.dashboard import open_optuna_study, publish_report, study_artifacts
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    data.write_study(url, data.STUDY, data.known_trials())
+    data.write_study(url, "no-optuna", data.known_trials(), with_optuna=False)
+    code, out, err = _report(capsys, "--storage", url, "--study", data.STUDY)
+    assert code == 0, err
+    assert "attached the report note and 5 files" in err
+    # what launch calls at the end; a second attach replaces the first one's artifacts
+    attached = publish_report(url, data.STUDY)
+    files = sorted(a["filename"] for a in study_artifacts(url, data.STUDY))
+    assert files == sorted(attached) == [
+        "accuracy_vs_lr.png", "eps_sensitivity.png", "learning_curves.png", "report.html",
+        "report.json",
+    ]
+    assert len(list((tmp_path / "artifacts").iterdir())) == 5  # old files left the store too
+    with open_optuna_study(url, data.STUDY) as study:
+        note = get_note(study)
+    assert note.startswith(f"## Robustness to the learning rate: {data.STUDY}")
+    assert "| insgd-l2 | 8 | 2 | 91.00% [" in note
+    assert publish_report(url, "no-optuna") == []
+    code, _, err = _report(capsys, "--storage", url, "--study", "no-optuna")
+    assert code == 0 and err == ""  # nothing to attach to: silently a plain report

@@ -1,0 +1,306 @@
+"""A study submitted as a Ray job to a real two-node cluster with token authentication.
+
+The cluster is two network namespaces on this machine (tests/study/cluster_helpers.py,
+/work/shared/CLUSTER-TESTS.md); here the head also runs Ray's dashboard, i.e. the job
+server, and only the head's environment names the writer's database URL file, as in every
+recipe. The study goes through `ray job submit --working-dir` exactly as deploy/README.md
+shows, and writes through the least-privilege writer role on the real PostgreSQL (reached
+from inside the namespaces through its Unix socket: nothing leaves the machine). Checked:
+the trials ran on both nodes; the writer's password never shows in any process's command
+line or environment, in the job's output, in Ray's logs or results, in the database or in
+the report; and the job server refuses a client without the token or with a wrong one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDY_TESTS = ROOT / "tests" / "study"
+DASHBOARD_PORT = 8265
+STUDY = "deploy-job"
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.postgres]
+
+
+def _helpers() -> SimpleNamespace:
+    """tests/study/cluster_helpers (its folder is on sys.path only when tests/study runs)."""
+    if str(STUDY_TESTS) not in sys.path:
+        sys.path.insert(0, str(STUDY_TESTS))
+    import cluster_helpers
+
+    reason = cluster_helpers.can_build_namespaces()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the cluster test must run under CI=true: {reason}")
+        pytest.skip(reason)
+    return SimpleNamespace(module=cluster_helpers)
+
+
+@contextmanager
+def job_cluster(head_env: dict[str, str]) -> Iterator[object]:
+    """cluster_helpers.ray_cluster, but the head runs the dashboard (job server) on its
+    address and gets `head_env` on top of the cluster's environment (the worker does not).
+
+    Namespaces, addresses, token and teardown (by process id, never `ray stop`) are the
+    helper's own; see the proposal in the deploy report to give ray_cluster these options.
+    """
+    ch = _helpers().module
+    import secrets
+
+    tag = secrets.token_hex(3)
+    octets = secrets.randbelow(200) + 20, secrets.randbelow(250) + 1
+    venv_bin = str(Path(sys.executable).parent)
+    cluster = ch.Cluster(
+        head_ns=f"insgd-dh-{tag}", worker_ns=f"insgd-dw-{tag}",
+        head_ip=f"10.{octets[0]}.{octets[1]}.1", worker_ip=f"10.{octets[0]}.{octets[1]}.2",
+        env={
+            "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(16),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "HOME": os.environ.get("HOME", "/root"),
+        },
+        temp_dir=Path(f"/tmp/ray-insgd-{tag}"),
+    )
+    veth_head, veth_worker = f"idh{tag}", f"idw{tag}"
+    cluster.temp_dir.mkdir(parents=True)
+    try:
+        for ns in (cluster.head_ns, cluster.worker_ns):
+            ch._ip("netns", "add", ns)
+        ch._ip("link", "add", veth_head, "type", "veth", "peer", "name", veth_worker)
+        for ns, dev, ip, peer in ((cluster.head_ns, veth_head, cluster.head_ip,
+                                   cluster.worker_ip),
+                                  (cluster.worker_ns, veth_worker, cluster.worker_ip,
+                                   cluster.head_ip)):
+            ch._ip("link", "set", dev, "netns", ns)
+            ch._ip("-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
+            ch._ip("-n", ns, "link", "set", "lo", "up")
+            ch._ip("-n", ns, "link", "set", dev, "up")
+            ch._ip("-n", ns, "route", "add", "default", "via", peer, "dev", dev)
+
+        # Each node its own temp dir, as each machine of a real cluster has its own disk:
+        # with one shared dir, the worker's cleanup of the job's unpacked working_dir (same
+        # session name, same path) deletes the driver's current directory under it.
+        common = ["--num-cpus", "1", "--num-gpus", "0", "--block", "--disable-usage-stats"]
+        ray = ch._ray_bin()
+        head = [ray, "start", "--head", "--node-ip-address", cluster.head_ip, "--port",
+                str(ch.RAY_PORT), "--include-dashboard", "true", "--dashboard-host",
+                cluster.head_ip, "--dashboard-port", str(DASHBOARD_PORT),
+                "--temp-dir", str(cluster.temp_dir / "h"), *common]
+        worker = [ray, "start", "--address", cluster.address, "--node-ip-address",
+                  cluster.worker_ip, "--temp-dir", str(cluster.temp_dir / "w"), *common]
+        head_command = ["ip", "netns", "exec", cluster.head_ns, "env",
+                        *[f"{k}={v}" for k, v in {**cluster.env, **head_env}.items()], *head]
+        deadline = time.monotonic() + ch.START_TIMEOUT_S
+        with open(cluster.temp_dir / "head.log", "w") as log:
+            cluster.procs.append(subprocess.Popen(head_command, stdout=log,
+                                                  stderr=subprocess.STDOUT,
+                                                  start_new_session=True))
+        ch._wait_port(cluster, deadline)
+        with open(cluster.temp_dir / "worker.log", "w") as log:
+            cluster.procs.append(subprocess.Popen(
+                cluster.command(cluster.worker_ns, worker), stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True))
+        while cluster.alive_nodes() < 2:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in cluster.procs):
+                raise RuntimeError("the worker node did not join: " + ch._tail(cluster))
+            time.sleep(1)
+        yield cluster
+    finally:
+        ch._teardown(cluster, veth_head)
+
+
+class SecretWatch:
+    """Scans every process's command line and environment for `secret` while running."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret.encode()
+        self.hits: list[str] = []
+        self.scans = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SecretWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.scan()
+            self._stop.wait(0.5)
+
+    def scan(self) -> None:
+        me = str(os.getpid())
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or entry == me:
+                continue  # pytest itself holds the password (it made the file)
+            for part in ("cmdline", "environ"):
+                try:
+                    data = Path(f"/proc/{entry}/{part}").read_bytes()
+                except OSError:
+                    continue
+                if self.secret in data:
+                    cmd = Path(f"/proc/{entry}/cmdline").read_bytes()[:200]
+                    self.hits.append(f"pid {entry} {part}: {cmd!r}")
+        self.scans += 1
+
+
+def _socket_dir(admin_url: str) -> str:
+    engine = sa.create_engine(admin_url)
+    try:
+        with engine.connect() as conn:
+            dirs = conn.execute(sa.text("SHOW unix_socket_directories")).scalar() or ""
+    finally:
+        engine.dispose()
+    for candidate in (d.strip() for d in dirs.split(",")):
+        if candidate.startswith("/") and Path(candidate).is_dir():
+            return candidate
+    pytest.skip("PostgreSQL has no Unix socket the namespaces could reach")
+    raise AssertionError  # unreachable
+
+
+def _in_head(cluster: object, argv: Sequence[str], env: dict[str, str], timeout: float,
+             ) -> subprocess.CompletedProcess[str]:
+    command = ["ip", "netns", "exec", cluster.head_ns, "env", "-i",
+               *[f"{k}={v}" for k, v in env.items()], *argv]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def _node_ips(cluster: object, job_server: str, env: dict[str, str]) -> dict[str, str]:
+    """Node id -> node address of the live nodes, from Ray's state API (token required)."""
+    proc = _in_head(cluster, ["ray", "list", "nodes", "--format", "json", "--address",
+                              job_server], env, 120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {n["node_id"]: n["node_ip"] for n in json.loads(proc.stdout)
+            if n["state"] == "ALIVE"}
+
+
+def _files_containing(root: Path, secret: bytes) -> list[str]:
+    found = []
+    for path in root.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink() and secret in path.read_bytes():
+                found.append(str(path))
+        except OSError:
+            continue
+    return found
+
+
+def _database_text(admin_url: str) -> str:
+    """Every row of every table in the study's database, as text."""
+    engine = sa.create_engine(admin_url)
+    try:
+        with engine.connect() as conn:
+            tables = conn.execute(sa.text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars().all()
+            return "\n".join(str(conn.execute(sa.text(f'SELECT * FROM "{t}"')).all())
+                             for t in tables)
+    finally:
+        engine.dispose()
+
+
+def test_study_submitted_as_a_ray_job_runs_on_both_nodes_without_leaking_the_password(
+    pg_roles: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _helpers()
+    url = make_url(pg_roles.writer_url).set(
+        host="localhost", port=None, query={"host": _socket_dir(pg_roles.admin_url)})
+    url_file = tmp_path / "writer_db_url"
+    url_file.write_text(url.render_as_string(hide_password=False))
+    url_file.chmod(0o600)
+    results = tmp_path / "ray-results"
+    secret = pg_roles.writer_password
+    submission = f"deploy-test-{uuid.uuid4().hex[:8]}"
+
+    with job_cluster({"INSGD_STORAGE_FILE": str(url_file)}) as cluster, \
+            SecretWatch(secret) as watch:
+        job_server = f"http://{cluster.head_ip}:{DASHBOARD_PORT}"
+        client_env = {k: v for k, v in cluster.env.items() if k != "HOME"}
+        client_env["HOME"] = str(tmp_path / "home")  # no ~/.ray/auth_token to fall back on
+        (tmp_path / "home").mkdir()
+
+        # Ray's token authentication: no token, a wrong token, the right one.
+        no_token = {k: v for k, v in client_env.items()
+                    if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
+        denied = _in_head(cluster, ["ray", "job", "list", "--address", job_server],
+                          no_token, 120)
+        assert denied.returncode != 0 and "Missing authentication token" in denied.stderr
+        wrong = _in_head(cluster, ["ray", "job", "list", "--address", job_server],
+                         {**client_env, "RAY_AUTH_TOKEN": "0" * 32}, 120)
+        assert wrong.returncode != 0 and "Invalid authentication token" in wrong.stderr
+
+        # The README's command: ray job submit --runtime-env ... --working-dir . -- launch
+        submit = _in_head(cluster, [
+            "ray", "job", "submit", "--address", job_server, "--submission-id", submission,
+            "--runtime-env", "deploy/ray/job-runtime-env.yaml", "--working-dir", ".", "--",
+            "insgd-study", "launch", "--name", STUDY, "--dataset", "digits", "--model", "mlp",
+            "--epochs", "1", "--norms", "none", "--lr-points", "2", "--cpus-per-trial", "1",
+            "--results-dir", str(results),
+        ], client_env, 420)
+        output = submit.stdout + submit.stderr
+        assert submit.returncode == 0, output[-4000:]
+        assert f"Job '{submission}' succeeded" in output, output[-2000:]
+
+        listed = _in_head(cluster, ["ray", "job", "list", "--address", job_server],
+                          client_env, 120)
+        assert listed.returncode == 0 and submission in listed.stdout, listed.stderr[-1000:]
+        logs = _in_head(cluster, ["ray", "job", "logs", "--address", job_server, submission],
+                        client_env, 120)
+        assert f"study '{STUDY}'" in logs.stdout, logs.stdout[-2000:]
+        nodes = _node_ips(cluster, job_server, client_env)
+        watch.scan()
+        ray_files = _files_containing(cluster.temp_dir, secret.encode())
+
+    # Both nodes ran trials, all written through the writer role.
+    engine = sa.create_engine(pg_roles.admin_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT t.state, t.node_id FROM insgd_trials t JOIN insgd_studies s "
+                "ON s.id = t.study_id WHERE s.name = :n"), {"n": STUDY}).all()
+            owner = conn.execute(sa.text(
+                "SELECT tableowner FROM pg_tables WHERE tablename = 'insgd_trials'")).scalar()
+    finally:
+        engine.dispose()
+    # two trials, one CPU per node and per trial: they ran at once, so on different nodes
+    assert len(rows) == 2 and {r.state for r in rows} == {"COMPLETE"}, rows
+    assert {nodes[r.node_id] for r in rows} == {cluster.head_ip, cluster.worker_ip}
+    assert owner == pg_roles.writer
+
+    # The password went nowhere but the file it came from.
+    assert watch.scans >= 3 and watch.hits == [], watch.hits
+    assert secret not in output + listed.stdout + logs.stdout + logs.stderr
+    assert ray_files == [] and _files_containing(results, secret.encode()) == []
+    assert secret not in _database_text(pg_roles.admin_url)
+
+    from study.cli import main
+
+    reader_file = tmp_path / "reader_db_url"
+    reader_file.write_text(pg_roles.reader_url)
+    monkeypatch.delenv("INSGD_STORAGE", raising=False)
+    monkeypatch.setenv("INSGD_STORAGE_FILE", str(reader_file))
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["report", "--study", STUDY, "--format", "json", "--no-attach"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) and secret not in out + err and pg_roles.reader_password not in out

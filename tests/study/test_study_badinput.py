@@ -1,0 +1,179 @@
+"""Every kind of bad input to `insgd-study launch`: one stderr line, exit 2, nothing written.
+
+These run the real command line in-process (and one case as a subprocess) with Ray
+forbidden: `ray_session` is replaced by a function that fails the test, so a case that
+got as far as starting Ray would show up as a failure, not as a slow pass.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import storage
+from study import cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def no_ray(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("bad input must be refused before Ray starts")
+
+    monkeypatch.setattr("study.raysetup.ray_session", forbidden)
+
+
+def launch(capsys, *argv: str) -> tuple[int, str]:
+    try:
+        code = cli.main(["launch", *argv])
+    except SystemExit as exc:  # argparse's own errors (wrong flag types)
+        code = int(exc.code)
+    err = capsys.readouterr().err
+    return code, err
+
+
+def assert_refused(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["--lr-min", "1", "--lr-max", "0.1"], ["--lr-min 1 is above --lr-max 0.1"]),
+        (["--eps-min", "0.5", "--eps-max", "0.1"], ["--eps-min 0.5 is above --eps-max 0.1"]),
+        (["--lr-min", "0"], ["--lr-min must be a positive number"]),
+        (["--eps-max", "-1"], ["--eps-max must be a positive number"]),
+        (["--epochs", "0"], ["--epochs must be an integer >= 1"]),
+        (["--trials", "0"], ["--trials must be an integer >= 1"]),
+        (["--seeds", "-2"], ["--seeds must be an integer >= 1"]),
+        (["--lr-points", "0"], ["--lr-points must be an integer >= 1"]),
+        (["--max-concurrent", "0"], ["--max-concurrent must be an integer >= 1"]),
+        (["--cpus-per-trial", "0"], ["--cpus-per-trial must be a number > 0"]),
+        (["--gpus-per-trial", "-1"], ["--gpus-per-trial must be a number >= 0"]),
+        (["--sampler", "anneal"], ["--sampler must be one of tpe, random, qmc, grid"]),
+        (["--scheduler", "pbt"], ["--scheduler must be one of fifo, asha"]),
+        (["--norms", "none,l3"], ["unknown variant 'l3'"]),
+        (["--dataset", "svhn"], ["unknown dataset 'svhn'"]),
+        (["--model", "vgg11"], ["unknown model 'vgg11'"]),
+        (["--preset", "nope"], ["unknown preset 'nope'", "default"]),
+        (["--sampler", "grid", "--trials", "5"], ["--trials 5 contradicts the grid", "21"]),
+        (["--sampler", "tpe"], ["--trials is required with --sampler tpe"]),
+        (["--trials", "5", "--seeds", "2"], ["not a multiple of --seeds 2"]),
+        (["--epochs", "ten"], ["--epochs", "invalid int value: 'ten'"]),
+        (["--lr-max", "big"], ["--lr-max", "invalid float value: 'big'"]),
+        (["--name", "a b"], ["--name must be"]),
+    ],
+)
+def test_bad_flags(capsys, tmp_path, argv, needles):
+    db = tmp_path / "studies.db"
+    code, err = launch(capsys, "--storage", f"sqlite:///{db}", *argv)
+    assert_refused(code, err, *needles)
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ('epochs = "ten"\n', ["epochs must be an integer; got str 'ten'"]),
+        ("lr_min = true\n", ["lr_min must be a number; got bool True"]),
+        ('norms = "none,l9"\n', ["unknown variant 'l9'"]),
+        ("norms = 3\n", ["norms must be a list of variant names"]),
+        ("resume = 1\n", ["resume must be true or false"]),
+        ('train = "fast"\n', ["train must be a table"]),
+        ("[train]\nlr = 0.5\n", ["[train] must not set lr"]),
+        ("learning_rate = 0.1\n", ["unknown key 'learning_rate'"]),
+        ("epochs = = 3\n", ["malformed TOML"]),
+        ("epochs = 3\n[train\n", ["malformed TOML"]),
+    ],
+)
+def test_bad_toml(capsys, tmp_path, text, needles):
+    db = tmp_path / "studies.db"
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    code, err = launch(capsys, str(path), "--storage", f"sqlite:///{db}")
+    assert_refused(code, err, *needles)
+    assert not db.exists()
+
+
+def test_missing_config_file(capsys, tmp_path):
+    code, err = launch(capsys, str(tmp_path / "nope.toml"),
+                       "--storage", f"sqlite:///{tmp_path / 'x.db'}")
+    assert_refused(code, err, "config file not found", "nope.toml")
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_unreachable_databases(capsys, tmp_path):
+    code, err = launch(capsys, "--storage", "postgresql://postgres@127.0.0.1:1/nothing")
+    assert_refused(code, err, "127.0.0.1:1")
+    code, err = launch(capsys, "--storage", f"sqlite:///{tmp_path}/no/such/dir/x.db")
+    assert_refused(code, err, "no/such/dir")
+    code, err = launch(capsys, "--storage", "mysql://x@y/z")
+    assert_refused(code, err, "unsupported database URL scheme")
+    assert not (tmp_path / "no").exists()
+
+
+def test_missing_dataset_files(capsys, tmp_path):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    db = tmp_path / "x.db"
+    code, err = launch(capsys, "--dataset", "cifar10", "--model", "toy-cnn",
+                       "--data-dir", str(empty), "--storage", f"sqlite:///{db}")
+    assert_refused(code, err, "cifar", str(empty))
+    assert not db.exists()
+
+
+def test_unreachable_ray_address(capsys, tmp_path):
+    db = tmp_path / "x.db"
+    code, err = launch(capsys, "--address", "127.0.0.1:1", "--storage", f"sqlite:///{db}")
+    assert_refused(code, err, "cannot reach a Ray cluster at 127.0.0.1:1")
+    code, err = launch(capsys, "--address", "nohost", "--storage", f"sqlite:///{db}")
+    assert_refused(code, err, "--address must be HOST:PORT")
+    assert not db.exists()
+
+
+def test_existing_name_with_another_configuration(capsys, tmp_path):
+    from study.config import merge
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    engine = storage.open_database(url)
+    writer = storage.ResultWriter(engine)
+    stored = merge(flags={"name": "s1", "epochs": 4}).config.study_dict()
+    writer.create_study("s1", stored, "test")
+    code, err = launch(capsys, "--storage", url, "--name", "s1", "--epochs", "5")
+    assert_refused(code, err, "study 's1' already exists with a different configuration",
+                   "epochs: stored 4, given 5")
+    # with --resume the study continues as stored, so a flag contradicting it is refused too
+    code, err = launch(capsys, "--storage", url, "--name", "s1", "--epochs", "5", "--resume")
+    assert_refused(code, err, "--resume continues study 's1' as stored", "epochs")
+    # a RUNNING trial means another launch may own the study: refused without --resume
+    writer.start_trial("s1", 0, {"norm": "none", "lr": 0.1, "seed": 0})
+    code, err = launch(capsys, "--storage", url, "--name", "s1", "--epochs", "4")
+    assert_refused(code, err, "1 RUNNING trial", "--resume")
+    assert writer.get_study("s1").config == stored
+    assert [t.state for t in storage.queries.list_trials(engine, "s1")] == ["RUNNING"]
+
+
+def test_refusal_as_a_real_process(tmp_path):
+    """The console entry point: exit status 2, one line, no Ray, no database file."""
+    db = tmp_path / "x.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "study", "launch", "--norms", "none,sgd",
+         "--storage", f"sqlite:///{db}"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "insgd-study launch: error: --norms: unknown variant 'sgd'; choose from none, l1, l2 "
+        "('none' is the SGD baseline)"
+    )
+    assert proc.stdout == ""
+    assert not db.exists()

@@ -1,0 +1,98 @@
+"""`--resume` after the driver is killed with SIGKILL mid-study, as real processes.
+
+The driver (`python -m study launch`, which starts its own local Ray) is killed once a
+trial is finished and a third is RUNNING with an epoch recorded. Its Ray processes are
+then killed by id as a machine reboot would. `launch --resume --name ...` (no other
+flags: the stored configuration is used) must finish the study: earlier trials kept,
+the RUNNING one marked FAIL and its configuration re-run, exactly the grid's number of
+COMPLETE trials, no duplicate trial numbers, nothing RUNNING, in our tables and Optuna's.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import study_helpers as helpers
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def test_resume_after_the_driver_is_killed(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    base = [sys.executable, "-m", "study", "launch", "--storage", url, "--name", "crash",
+            "--results-dir", str(tmp_path / "ray")]
+    study = ["--norms", "none,l2", "--lr-points", "2", "--lr-min", "0.01", "--lr-max", "0.3",
+             "--epochs", "5", "--batch-size", "16", "--max-concurrent", "1"]
+    log = open(tmp_path / "first.log", "w")
+    driver = subprocess.Popen(base + study, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    tree: set[int] = set()
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert driver.poll() is None, (tmp_path / "first.log").read_text()
+            assert time.monotonic() < deadline, "the study never got going"
+            tree.update(helpers.descendants(driver.pid))
+            try:
+                rows = helpers.trials(url, "crash")
+            except Exception:  # noqa: BLE001 - not created yet
+                rows = []
+            done = [r for r in rows if r.state == "COMPLETE"]
+            # mid-trial, with epochs to spare: the kill must not race the trial's last epoch
+            running = [r for r in rows if r.state == "RUNNING" and 1 <= r.epochs_completed <= 3]
+            if done and running:
+                break
+            time.sleep(0.1)
+        tree.update(helpers.descendants(driver.pid))
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        helpers.kill_all(sorted(tree))  # the dead driver's Ray: by id, as a reboot would
+        if driver.poll() is None:
+            driver.kill()
+        log.close()
+
+    before = {r.trial_number: r for r in helpers.trials(url, "crash")}
+    killed = [n for n, r in before.items() if r.state == "RUNNING"]
+    assert killed, "nothing was RUNNING when the driver died"
+    kept = {n: r for n, r in before.items() if r.state == "COMPLETE"}
+
+    proc = subprocess.run(base + ["--resume"], cwd=REPO, capture_output=True, text=True,
+                          timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"marked {len(killed)} trial(s) left RUNNING as FAIL" in proc.stdout
+    assert "4/4 trials finished" in proc.stdout
+
+    rows = helpers.trials(url, "crash")
+    numbers = [r.trial_number for r in rows]
+    assert len(numbers) == len(set(numbers))
+    assert not [r for r in rows if r.state == "RUNNING"]
+    complete = [r for r in rows if r.state == "COMPLETE"]
+    assert len(complete) == 4  # the grid: 2 lrs x (SGD + INSGD-l2)
+    configs = {(r.norm, round(r.lr, 12), r.eps, r.seed) for r in complete}
+    assert len(configs) == 4
+    after = {r.trial_number: r for r in rows}
+    for number in killed:
+        failed = after[number]
+        assert failed.state == "FAIL" and failed.error
+        rerun = [r for r in complete if (r.norm, r.lr, r.eps, r.seed) ==
+                 (failed.norm, failed.lr, failed.eps, failed.seed)]
+        assert len(rerun) == 1 and rerun[0].trial_number > max(before)
+    for number, row in kept.items():
+        assert after[number].state == "COMPLETE"
+        assert after[number].finished_at == row.finished_at  # untouched
+
+    ot = helpers.optuna_trials(url, "crash")
+    states = [t.state for t in ot]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 4
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert optuna.trial.TrialState.WAITING not in states
+    assert states.count(optuna.trial.TrialState.FAIL) == len(killed)

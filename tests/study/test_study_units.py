@@ -1,0 +1,253 @@
+"""Fast tests of the study's pure parts: config merging, the space, the plan, the searcher.
+
+No Ray cluster starts here; the searcher runs against a real in-memory Optuna study.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from study.config import StudyConfig, load_toml, merge, normalize_mapping
+from study.errors import UsageError
+from study.progress import best_per_variant, format_seconds, summary_table
+from study.runner import make_plan
+from study.samplers import make_sampler
+from study.search import METRIC, SeededSearch, StudyOptunaSearch
+from study.space import Point, define_space, grid_points, log_points
+
+
+def test_defaults_are_the_default_study():
+    merged = merge()
+    config = merged.config
+    assert (config.dataset, config.model, config.sampler) == ("digits", "mlp", "grid")
+    assert config.norms == ("none", "l1", "l2")
+    assert config.seeds == 1 and config.trials is None
+    lrs = sorted({p.lr for p in grid_points(config)})
+    assert len(lrs) == 7 and lrs[0] == 1e-3 and lrs[-1] == 10.0
+    assert config.target_trials == len(grid_points(config)) == 21
+    assert merged.explicit == frozenset()
+
+
+def test_precedence_preset_toml_flags(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text('epochs = 3\nlr-max = 1.0\nnorms = ["none", "l2"]\n[train]\nmomentum = 0.5\n')
+    merged = merge(preset={"epochs": 2, "batch_size": 16}, toml=load_toml(path),
+                   flags={"lr_max": 0.5})
+    config = merged.config
+    assert config.batch_size == 16  # preset
+    assert config.epochs == 3  # TOML beats preset
+    assert config.lr_max == 0.5  # flag beats TOML
+    assert config.norms == ("none", "l2")
+    assert config.train == {"momentum": 0.5}
+    assert config.train_config("l2", 0.1, None, seed=3).momentum == 0.5
+    assert {"epochs", "batch_size", "lr_max", "norms", "train"} <= merged.explicit
+
+
+def test_trials_without_sampler_means_tpe_and_grid_rejects_contradiction():
+    assert merge(flags={"trials": 6}).config.sampler == "tpe"
+    with pytest.raises(UsageError, match="contradicts the grid"):
+        merge(flags={"sampler": "grid", "trials": 5})
+    assert merge(flags={"sampler": "grid", "trials": 21}).config.target_trials == 21
+    with pytest.raises(UsageError, match="required"):
+        merge(flags={"sampler": "random"})
+    with pytest.raises(UsageError, match="multiple of --seeds"):
+        merge(flags={"trials": 5, "seeds": 2})
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"lr_min": 1.0, "lr_max": 0.1}, "--lr-min 1 is above --lr-max 0.1"),
+        ({"lr_min": 0.0}, "--lr-min must be a positive number"),
+        ({"eps_max": -1.0}, "--eps-max must be a positive number"),
+        ({"epochs": 0}, "--epochs must be an integer >= 1"),
+        ({"seeds": 0}, "--seeds must be an integer >= 1"),
+        ({"sampler": "anneal"}, "--sampler must be one of"),
+        ({"scheduler": "pbt"}, "--scheduler must be one of"),
+        ({"norms": ("none", "l3")}, "unknown variant 'l3'"),
+        ({"norms": ("l1", "l1")}, "twice"),
+        ({"dataset": "svhn"}, "--dataset: unknown dataset 'svhn'"),
+        ({"model": "vgg"}, "--model: unknown model 'vgg'"),
+        ({"name": "no spaces"}, "--name must be"),
+        ({"gpus_per_trial": 1.5}, "whole number"),
+        ({"cpus_per_trial": 0.0}, "--cpus-per-trial must be a number > 0"),
+        ({"train": {"lr": 0.1}}, r"\[train\] must not set lr"),
+        ({"train": {"momentum": 2.0}}, r"\[train\]: momentum must be in"),
+        ({"train": {"colour": 1}}, r"\[train\]: unknown training option"),
+    ],
+)
+def test_bad_values_name_the_problem(flags, message):
+    with pytest.raises(UsageError, match=message):
+        merge(flags=flags)
+
+
+def test_toml_types_and_keys_are_checked(tmp_path):
+    with pytest.raises(UsageError, match="epochs must be an integer; got str 'ten'"):
+        normalize_mapping({"epochs": "ten"}, source="x.toml")
+    with pytest.raises(UsageError, match="unknown key 'learning_rate'"):
+        normalize_mapping({"learning_rate": 0.1}, source="x.toml")
+    with pytest.raises(UsageError, match="must be a list of variant names"):
+        normalize_mapping({"norms": 5}, source="x.toml")
+    assert normalize_mapping({"lr-min": 1}, source="x")["lr_min"] == 1.0  # int is a number
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = = 3\n")
+    with pytest.raises(UsageError, match="malformed TOML"):
+        load_toml(bad)
+    with pytest.raises(UsageError, match="config file not found"):
+        load_toml(tmp_path / "missing.toml")
+
+
+def test_resume_keeps_the_stored_study_and_refuses_conflicting_flags():
+    stored = merge(flags={"trials": 8, "seeds": 2, "lr_max": 1.0}).config.study_dict()
+    resumed = merge(flags={"resume": True, "name": "default"}).resumed_from(stored)
+    assert (resumed.sampler, resumed.trials, resumed.seeds, resumed.lr_max) == ("tpe", 8, 2, 1.0)
+    grown = merge(flags={"resume": True, "trials": 12}).resumed_from(stored)
+    assert grown.target_trials == 12
+    with pytest.raises(UsageError, match="lr_max: stored 1.0, given 10.0"):
+        merge(flags={"resume": True, "lr_max": 10.0}).resumed_from(stored)
+    assert merge(flags={"trials": 8, "seeds": 2, "lr_max": 1.0}).config.differences(stored) == []
+    assert merge(flags={"trials": 8, "seeds": 2}).config.differences(stored)
+
+
+def test_grid_points_are_exact_and_eps_is_insgd_only():
+    config = merge(flags={"lr_points": 3, "eps_points": 2, "lr_min": 0.01, "lr_max": 1.0,
+                          "eps_min": 0.001, "eps_max": 0.1}).config
+    points = grid_points(config)
+    assert len(points) == config.target_trials == 3 * (1 + 2 * 2)
+    assert len({(p.norm, p.lr, p.eps) for p in points}) == len(points)
+    assert all(p.eps is None for p in points if p.norm == "none")
+    assert {p.eps for p in points if p.norm != "none"} == {0.001, 0.1}
+    assert [round(x, 12) for x in log_points(0.01, 1.0, 3)] == [0.01, 0.1, 1.0]
+    one = merge(flags={"norms": ("l2",), "lr_points": 1, "lr_min": 0.1, "lr_max": 0.1}).config
+    assert grid_points(one) == [Point("l2", 0.1, 0.01)]  # one eps point: the default eps
+
+
+def test_define_space_makes_eps_conditional():
+    config = merge(flags={"trials": 20}).config
+    study = optuna.create_study(sampler=make_sampler(config), direction="maximize")
+    space = define_space(config)
+    for _ in range(20):
+        trial = study.ask()
+        space(trial)
+        assert ("eps" in trial.params) == (trial.params["norm"] != "none")
+        assert config.lr_min <= trial.params["lr"] <= config.lr_max
+        study.tell(trial, 0.5)
+    assert {t.params["norm"] for t in study.trials} == {"none", "l1", "l2"}
+
+
+def test_every_sampler_builds():
+    for name in ("tpe", "random", "qmc"):
+        assert make_sampler(merge(flags={"trials": 4, "sampler": name}).config) is not None
+    assert make_sampler(merge().config) is not None
+
+
+def _searcher(config, **kwargs):
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    inner = StudyOptunaSearch(define_space(config), metric=METRIC, mode="max",
+                              sampler=make_sampler(config), study_name="unit")
+    plan = make_plan(config, kwargs.pop("rows", []), {})
+    search = SeededSearch(inner, config, fixed=plan.groups, sample=plan.sample,
+                          budget=plan.budget, first_number=plan.first_number)
+    return search, inner
+
+
+def test_seeded_search_groups_seeds_and_reports_means():
+    config = merge(flags={"trials": 4, "seeds": 2, "sampler_seed": 1, "epochs": 2}).config
+    search, inner = _searcher(config)
+    configs = [search.suggest(f"t{i}") for i in range(4)]
+    assert search.suggest("t4") == "FINISHED"
+    assert [c["trial_number"] for c in configs] == [0, 1, 2, 3]
+    assert [c["seed"] for c in configs] == [0, 1, 0, 1]
+    assert configs[0]["lr"] == configs[1]["lr"] and configs[2]["lr"] != configs[0]["lr"]
+    assert configs[0]["train"]["seed"] == 0 and configs[1]["train"]["seed"] == 1
+    # group 1: both seeds run two epochs; group 2: seed 1 is stopped early by a scheduler
+    for trial_id, accs in (("t0", (0.5, 0.7)), ("t1", (0.3, 0.5))):
+        for epoch, acc in enumerate(accs, 1):
+            search.on_trial_result(trial_id, {METRIC: acc, "epoch": epoch, "diverged": False})
+    search.on_trial_complete("t0", {METRIC: 0.7, "epoch": 2, "diverged": False})
+    search.on_trial_complete("t1", {METRIC: 0.5, "epoch": 2, "diverged": False})
+    search.on_trial_result("t2", {METRIC: 0.9, "epoch": 1, "diverged": False})
+    search.on_trial_complete("t3", {METRIC: 0.1, "epoch": 1, "diverged": False})
+    search.on_trial_complete("t2", {METRIC: 0.9, "epoch": 2, "diverged": False})
+    first, second = inner._ot_study.trials
+    assert first.state == optuna.trial.TrialState.COMPLETE
+    assert math.isclose(first.value, 0.6)
+    assert first.intermediate_values == pytest.approx({1: 0.4, 2: 0.6})
+    assert first.user_attrs["trial_numbers"] == [0, 1]
+    assert first.user_attrs["variant"] in ("sgd", "insgd-l1", "insgd-l2")
+    assert second.state == optuna.trial.TrialState.PRUNED
+    assert second.intermediate_values == pytest.approx({1: 0.5, 2: 0.9})
+
+
+def test_seeded_search_counts_divergence_as_zero_and_errors_as_fail():
+    config = merge(flags={"trials": 2, "sampler": "random", "epochs": 3}).config
+    search, inner = _searcher(config)
+    search.suggest("a")
+    search.suggest("b")
+    search.on_trial_complete("a", {METRIC: 0.1, "epoch": 1, "diverged": True})
+    search.on_trial_complete("b", error=True)
+    diverged, failed = inner._ot_study.trials
+    assert diverged.state == optuna.trial.TrialState.COMPLETE and diverged.value == 0.0
+    assert diverged.user_attrs["diverged"] is True
+    assert failed.state == optuna.trial.TrialState.FAIL
+
+
+def _row(number, state, norm, lr, eps, seed, acc=0.5, diverged=False):
+    return SimpleNamespace(trial_number=number, state=state, norm=norm, lr=lr, eps=eps,
+                           seed=seed, final_val_accuracy=acc, diverged=diverged,
+                           epochs_completed=2)
+
+
+def test_plan_resumes_a_grid_with_missing_seeds_and_new_numbers():
+    config = merge(flags={"lr_points": 2, "norms": ("none", "l2"), "seeds": 2}).config
+    points = grid_points(config)  # 4 points x 2 seeds = 8 trials
+    rows = [
+        _row(0, "COMPLETE", "none", points[0].lr, None, 0),
+        _row(1, "COMPLETE", "none", points[0].lr, None, 1),
+        _row(2, "COMPLETE", "l2", points[1].lr, 0.01, 0),
+        _row(3, "FAIL", "l2", points[1].lr, 0.01, 1),  # killed: its seed must re-run
+    ]
+    plan = make_plan(config, rows, {})
+    assert plan.finished == 3 and plan.budget == 5 and plan.first_number == 4
+    todo = {(g.point.norm, g.point.lr, s) for g in plan.groups for s in g.todo}
+    assert ("l2", points[1].lr, 1) in todo
+    assert ("none", points[0].lr, 0) not in todo
+    assert sum(len(g.todo) for g in plan.groups) == 5
+
+
+def test_plan_of_a_sampled_study_reruns_failed_configurations_first():
+    config = merge(flags={"trials": 4, "seeds": 1}).config
+    rows = [_row(0, "COMPLETE", "l1", 0.05, 0.02, 0), _row(1, "FAIL", "none", 0.3, None, 0)]
+    plan = make_plan(config, rows, {})
+    assert plan.budget == 3 and plan.sample and plan.first_number == 2
+    assert [(g.point, list(g.todo)) for g in plan.groups] == [(Point("none", 0.3), [0])]
+
+
+def test_summary_picks_the_best_mean_per_variant():
+    rows = [
+        _row(0, "COMPLETE", "none", 0.1, None, 0, 0.90),
+        _row(1, "COMPLETE", "none", 0.1, None, 1, 0.80),
+        _row(2, "COMPLETE", "none", 1.0, None, 0, 0.95, diverged=True),
+        _row(3, "COMPLETE", "l2", 1.0, 0.01, 0, 0.91),
+        _row(4, "PRUNED", "l2", 3.0, 0.01, 0, 0.99),
+    ]
+    best = best_per_variant(rows)
+    assert [(b.variant, b.lr) for b in best] == [("sgd", 0.1), ("insgd-l2", 1.0)]
+    assert math.isclose(best[0].mean, 0.85)
+    table = summary_table(rows)
+    assert "insgd-l2" in table and "4 COMPLETE, 1 PRUNED" in table
+    assert format_seconds(75) == "1m15s" and format_seconds(3700) == "1h01m"
+
+
+def test_study_dict_round_trips_through_json():
+    import json
+
+    config = merge(flags={"norms": ("l1", "none")}).config
+    stored = json.loads(json.dumps(config.study_dict()))
+    assert config.differences(stored) == []
+    assert StudyConfig(**{**{k: v for k, v in stored.items() if k != "norms"},
+                          "norms": tuple(stored["norms"])}).norms == ("l1", "none")
