@@ -81,12 +81,12 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade_engine(engine: Engine, revision: str = "head") -> None:
     """Migrate to `revision` under the migration lock; a no-op when already there."""
-    from alembic import command
-
     target = head_revision() if revision == "head" else revision
     with write_connection(engine) as conn, conn.begin():
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
         if revision_of(conn) == target:
-            return
+            return  # another process migrated it while we waited for the lock
+        from alembic import command
+
         command.upgrade(alembic_config(conn), revision)

@@ -149,7 +149,7 @@ def trial_values(fields: Mapping[str, Any]) -> dict[str, Any]:
         column = TRIAL_ALIASES.get(key, key)
         if column in TRIAL_FIELDS:
             values[column] = coerce(Trial.__table__.c[column], value, key)
-        elif key not in params:
+        else:
             params[key] = value
 
     state = values.get("state")

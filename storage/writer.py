@@ -89,13 +89,17 @@ class ResultWriter:
         number = _trial_number(trial_number)
         values = trial_values(fields)
         values["state"] = RUNNING
-        values.setdefault("started_at", utcnow())
+        keep: frozenset[str] = frozenset()
+        if values.get("started_at") is None:
+            # No start time given: now for a new row; an existing row keeps its own.
+            values["started_at"] = utcnow()
+            keep = frozenset({"started_at"})
         values.setdefault("finished_at", None)
         values.setdefault("error", None)
 
         def work(conn: Connection) -> None:
             study_id = self._study_id(conn, study)
-            _upsert_trial(conn, study_id, number, values)  # a (re)start replaces params
+            _upsert_trial(conn, study_id, number, values, keep)  # a (re)start replaces params
 
         run_write(self.engine, work)
 
@@ -138,7 +142,8 @@ class ResultWriter:
             epochs = listed if isinstance(listed, list | tuple) else None
         values = trial_values(fields)
         values.setdefault("state", COMPLETE)
-        values.setdefault("finished_at", utcnow())
+        if values.get("finished_at") is None:
+            values["finished_at"] = utcnow()
         rows = [_epoch_row(item) for item in (epochs or [])]
         given = set(values)
 
@@ -214,20 +219,22 @@ def _upsert(
     keys: list[str],
     *,
     update: bool = True,
+    keep: frozenset[str] = frozenset(),
     returning: Any = None,
 ) -> Any:
     """INSERT ... ON CONFLICT (keys) DO UPDATE the given columns (or DO NOTHING).
 
     Statements are built once per (backend, table, column set) and executed with the
     rows as parameters, so SQLAlchemy compiles each shape only once per process.
-    With `returning` (one row), the value of that column for the row written.
+    Columns in `keep` are written by an insert but left alone by an update. With
+    `returning` (one row), the value of that column for the row written.
     """
     columns = tuple(rows[0])
-    cache_key = (conn.dialect.name, table.name, columns, tuple(keys), update, str(returning))
+    cache_key = (conn.dialect.name, table.name, columns, tuple(keys), update, keep, str(returning))
     stmt = _UPSERTS.get(cache_key)
     if stmt is None:
         insert = _insert(conn)(table)
-        updates = [c for c in columns if c not in keys] if update else []
+        updates = [c for c in columns if c not in keys and c not in keep] if update else []
         if updates:
             stmt = insert.on_conflict_do_update(
                 index_elements=keys, set_={c: insert.excluded[c] for c in updates}
@@ -243,9 +250,15 @@ def _upsert(
     return None
 
 
-def _upsert_trial(conn: Connection, study_id: int, number: int, values: dict[str, Any]) -> int:
+def _upsert_trial(
+    conn: Connection,
+    study_id: int,
+    number: int,
+    values: dict[str, Any],
+    keep: frozenset[str] = frozenset(),
+) -> int:
     row = {"study_id": study_id, "trial_number": number, **values}
-    return int(_upsert(conn, Trial.__table__, [row], _TRIAL_KEY, returning=Trial.id))
+    return int(_upsert(conn, Trial.__table__, [row], _TRIAL_KEY, keep=keep, returning=Trial.id))
 
 
 def _ensure_trial(conn: Connection, study_id: int, number: int) -> int:

@@ -18,7 +18,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,26 @@ SAMPLERS: tuple[str, ...] = ("tpe", "random", "qmc", "grid")
 SCHEDULERS: tuple[str, ...] = ("fifo", "asha")
 #: "none" is the plain SGD baseline; l1 / l2 are INSGD's input-energy norms.
 VARIANTS: tuple[str, ...] = ("none", "l1", "l2")
+#: The eps of a one-point eps grid (TrainConfig's default, the paper's 0.01).
 DEFAULT_EPS = TrainConfig().eps
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 #: TrainConfig fields a study sets itself; `[train]` in the TOML may set every other one.
 STUDY_OWNED_TRAIN_FIELDS: frozenset[str] = frozenset(
-    {"dataset", "model", "data_dir", "optimizer", "norm", "lr", "eps", "seed", "epochs",
-     "batch_size", "device", "download"}
+    {
+        "dataset",
+        "model",
+        "data_dir",
+        "optimizer",
+        "norm",
+        "lr",
+        "eps",
+        "seed",
+        "epochs",
+        "batch_size",
+        "device",
+        "download",
+    }
 )
 
 
@@ -94,8 +107,15 @@ class StudyConfig:
 
         _wrap(check_dataset_name, self.dataset, "--dataset")
         _wrap(check_model_name, self.model, "--model")
-        for key in ("epochs", "batch_size", "lr_points", "eps_points", "seeds",
-                    "grace_period", "max_failures"):
+        for key in (
+            "epochs",
+            "batch_size",
+            "lr_points",
+            "eps_points",
+            "seeds",
+            "grace_period",
+            "max_failures",
+        ):
             minimum = 0 if key == "max_failures" else 1
             value = getattr(self, key)
             if not _is_int(value) or value < minimum:
@@ -103,11 +123,13 @@ class StudyConfig:
         _choice("sampler", self.sampler, SAMPLERS)
         _choice("scheduler", self.scheduler, SCHEDULERS)
         if not _is_int(self.reduction_factor) or self.reduction_factor < 2:
-            raise UsageError(f"reduction_factor must be an integer >= 2; got "
-                             f"{self.reduction_factor!r}")
+            raise UsageError(
+                f"reduction_factor must be an integer >= 2; got {self.reduction_factor!r}"
+            )
         if self.grace_period > self.epochs:
-            raise UsageError(f"grace_period ({self.grace_period}) must not exceed --epochs "
-                             f"({self.epochs})")
+            raise UsageError(
+                f"grace_period ({self.grace_period}) must not exceed --epochs ({self.epochs})"
+            )
         if self.sampler_seed is not None and not _is_int(self.sampler_seed):
             raise UsageError(f"--sampler-seed must be an integer; got {self.sampler_seed!r}")
         self._validate_norms()
@@ -153,11 +175,11 @@ class StudyConfig:
         if self.max_concurrent is not None and (
             not _is_int(self.max_concurrent) or self.max_concurrent < 1
         ):
-            raise UsageError(f"--max-concurrent must be an integer >= 1; got "
-                             f"{self.max_concurrent!r}")
+            raise UsageError(
+                f"--max-concurrent must be an integer >= 1; got {self.max_concurrent!r}"
+            )
         if not _is_number(self.cpus_per_trial) or self.cpus_per_trial <= 0:
-            raise UsageError(f"--cpus-per-trial must be a number > 0; got "
-                             f"{self.cpus_per_trial!r}")
+            raise UsageError(f"--cpus-per-trial must be a number > 0; got {self.cpus_per_trial!r}")
         gpus = self.gpus_per_trial
         if not _is_number(gpus) or gpus < 0:
             raise UsageError(f"--gpus-per-trial must be a number >= 0; got {gpus!r}")
@@ -197,39 +219,42 @@ class StudyConfig:
         return self.lr_points * per_lr * self.seeds
 
     def grid_description(self) -> str:
-        parts = [f"{self.lr_points} lrs x ({'1 SGD + ' if 'none' in self.norms else ''}"
-                 f"{len(self.insgd_norms)} INSGD norms x {self.eps_points} eps)"]
-        return f"{parts[0]} x {self.seeds} seeds"
+        """E.g. "7 lrs x (1 SGD + 2 INSGD norms x 1 eps) x 1 seeds", for error messages."""
+        sgd = "1 SGD + " if "none" in self.norms else ""
+        return (
+            f"{self.lr_points} lrs x ({sgd}{len(self.insgd_norms)} INSGD norms x "
+            f"{self.eps_points} eps) x {self.seeds} seeds"
+        )
 
     @property
     def target_trials(self) -> int:
         """How many finished trials the study ends with."""
         return self.grid_size if self.sampler == "grid" else int(self.trials or 0)
 
-    @property
-    def epochs_planned(self) -> int:
-        return self.epochs
-
-    def train_config(self, norm: str, lr: float, eps: float | None, seed: int,
-                     device: str = "auto") -> TrainConfig:
+    def train_config(
+        self, norm: str, lr: float, eps: float | None, seed: int, device: str = "auto"
+    ) -> TrainConfig:
         """The TrainConfig of one trial: "none" is SGD, l1/l2 are INSGD with that norm."""
         options: dict[str, Any] = dict(self.train)
         options.update(
-            dataset=self.dataset, model=self.model, data_dir=self.data_dir,
-            epochs=self.epochs, batch_size=self.batch_size, lr=float(lr), seed=int(seed),
+            dataset=self.dataset,
+            model=self.model,
+            data_dir=self.data_dir,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=float(lr),
+            seed=int(seed),
             device=device,
         )
         if norm == "none":
             options["optimizer"] = "sgd"
         else:
-            options.update(optimizer="insgd", norm=norm,
-                           eps=float(eps if eps is not None else self.default_eps))
+            options.update(
+                optimizer="insgd",
+                norm=norm,
+                eps=float(eps if eps is not None else DEFAULT_EPS),
+            )
         return TrainConfig.from_dict(options)
-
-    @property
-    def default_eps(self) -> float:
-        """The eps of a one-point eps grid: `[train] eps` is refused, so the paper's 0.01."""
-        return DEFAULT_EPS
 
     def study_dict(self) -> dict[str, Any]:
         """What the database stores as the study's configuration (study fields + trials)."""
@@ -237,11 +262,9 @@ class StudyConfig:
         data["trials"] = self.target_trials
         return data
 
-    def to_dict(self) -> dict[str, Any]:
-        return {key: _jsonable(value) for key, value in asdict(self).items()}
-
-    def differences(self, stored: Mapping[str, Any], keys: frozenset[str] | None = None
-                    ) -> list[str]:
+    def differences(
+        self, stored: Mapping[str, Any], keys: frozenset[str] | None = None
+    ) -> list[str]:
         """Study fields whose value differs from a stored configuration, as "key: a vs b"."""
         out = []
         for key in sorted(keys if keys is not None else STUDY_FIELDS):
@@ -255,9 +278,26 @@ class StudyConfig:
 
 
 STUDY_FIELDS: frozenset[str] = frozenset(
-    {"dataset", "model", "epochs", "batch_size", "train", "sampler", "sampler_seed", "norms",
-     "lr_min", "lr_max", "lr_points", "eps_min", "eps_max", "eps_points", "seeds",
-     "scheduler", "grace_period", "reduction_factor"}
+    {
+        "dataset",
+        "model",
+        "epochs",
+        "batch_size",
+        "train",
+        "sampler",
+        "sampler_seed",
+        "norms",
+        "lr_min",
+        "lr_max",
+        "lr_points",
+        "eps_min",
+        "eps_max",
+        "eps_points",
+        "seeds",
+        "scheduler",
+        "grace_period",
+        "reduction_factor",
+    }
 )
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(StudyConfig))
 _DEFAULTS: dict[str, Any] = {
@@ -267,14 +307,36 @@ _DEFAULTS: dict[str, Any] = {
 
 # What each key accepts in a TOML file (flags are typed by argparse).
 _KINDS: dict[str, str] = {
-    "name": "str", "storage": "str?", "dataset": "str", "model": "str", "data_dir": "str?",
-    "epochs": "int", "batch_size": "int", "train": "table", "trials": "int?",
-    "sampler": "str", "sampler_seed": "int?", "norms": "norms", "lr_min": "float",
-    "lr_max": "float", "lr_points": "int", "eps_min": "float", "eps_max": "float",
-    "eps_points": "int", "seeds": "int", "scheduler": "str", "grace_period": "int",
-    "reduction_factor": "int", "max_concurrent": "int?", "cpus_per_trial": "float",
-    "gpus_per_trial": "float", "max_failures": "int", "address": "str?",
-    "results_dir": "str?", "resume": "bool", "verbose": "bool",
+    "name": "str",
+    "storage": "str?",
+    "dataset": "str",
+    "model": "str",
+    "data_dir": "str?",
+    "epochs": "int",
+    "batch_size": "int",
+    "train": "table",
+    "trials": "int?",
+    "sampler": "str",
+    "sampler_seed": "int?",
+    "norms": "norms",
+    "lr_min": "float",
+    "lr_max": "float",
+    "lr_points": "int",
+    "eps_min": "float",
+    "eps_max": "float",
+    "eps_points": "int",
+    "seeds": "int",
+    "scheduler": "str",
+    "grace_period": "int",
+    "reduction_factor": "int",
+    "max_concurrent": "int?",
+    "cpus_per_trial": "float",
+    "gpus_per_trial": "float",
+    "max_failures": "int",
+    "address": "str?",
+    "results_dir": "str?",
+    "resume": "bool",
+    "verbose": "bool",
 }
 assert set(_KINDS) == set(_FIELD_NAMES), "every StudyConfig field needs a TOML kind"
 
@@ -331,8 +393,9 @@ def normalize_mapping(data: Mapping[str, Any], *, source: str) -> dict[str, Any]
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
         if key not in _KINDS:
-            raise UsageError(f"{source}: unknown key {raw_key!r}; known keys: "
-                             f"{', '.join(sorted(_KINDS))}")
+            raise UsageError(
+                f"{source}: unknown key {raw_key!r}; known keys: {', '.join(sorted(_KINDS))}"
+            )
         out[key] = _coerce(key, value, source)
     return out
 
@@ -387,21 +450,23 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         return parse_norms(value, where)
     if kind == "table":
         if not isinstance(value, Mapping):
-            raise UsageError(f"{where} must be a table of training options; got "
-                             f"{_type(value)} {value!r}")
+            raise UsageError(
+                f"{where} must be a table of training options; got {_type(value)} {value!r}"
+            )
         return dict(value)
     raise AssertionError(kind)  # pragma: no cover
 
 
 def parse_norms(value: Any, where: str = "--norms") -> tuple[str, ...]:
-    """"none,l1,l2" or ["none", "l1"] -> ("none", "l1", ...); names are checked later."""
+    """ "none,l1,l2" or ["none", "l1"] -> ("none", "l1", ...); names are checked later."""
     if isinstance(value, str):
         items = [part.strip() for part in value.split(",")]
     elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         items = [str(v).strip() for v in value]
     else:
-        raise UsageError(f"{where} must be a list of variant names like \"none,l1,l2\"; got "
-                         f"{value!r}")
+        raise UsageError(
+            f'{where} must be a list of variant names like "none,l1,l2"; got {value!r}'
+        )
     if any(not item for item in items):
         raise UsageError(f"{where} has an empty variant name: {value!r}")
     return tuple(items)
@@ -414,8 +479,9 @@ def _range(name: str, low: Any, high: Any, points: int, sampler: str) -> None:
     if low > high:
         raise UsageError(f"--{name}-min {low:g} is above --{name}-max {high:g}")
     if sampler == "grid" and points > 1 and low == high:
-        raise UsageError(f"--{name}-points {points} needs --{name}-min below --{name}-max "
-                         f"(both are {low:g})")
+        raise UsageError(
+            f"--{name}-points {points} needs --{name}-min below --{name}-max (both are {low:g})"
+        )
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -439,8 +505,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _type(value: Any) -> str:

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from study.recorder import last_line
+from study.recorder import error_text, last_line
 from study.search import objective, stopped_early
 from study.space import variant_of
 
@@ -32,8 +32,15 @@ class Best:
 class Progress(Callback):
     """Prints a line per finished trial to `out` (stdout), see the module docstring."""
 
-    def __init__(self, *, total: int, done_before: int, epochs_planned: int,
-                 best: Best | None = None, out: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        total: int,
+        done_before: int,
+        epochs_planned: int,
+        best: Best | None = None,
+        out: TextIO | None = None,
+    ) -> None:
         self.total = total
         self.done = done_before
         self.epochs_planned = epochs_planned
@@ -52,22 +59,27 @@ class Progress(Callback):
             accuracy = objective(last.get("val_accuracy"))
             outcome = f"acc {accuracy:.4f}"
             if self.best is None or accuracy > self.best.accuracy:
-                self.best = Best(accuracy, config_label(trial.config))
+                config = trial.config
+                self.best = Best(
+                    accuracy,
+                    config_label(variant_of(config["norm"]), config["lr"], config.get("eps")),
+                )
         self._finish(trial, outcome, last.get("time_total_s"))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from study.recorder import error_text
-
         last = trial.last_result or {}
-        self._finish(trial, f"FAILED ({last_line(error_text(trial))[:120]})",
-                     last.get("time_total_s"))
+        self._finish(
+            trial, f"FAILED ({last_line(error_text(trial))[:120]})", last.get("time_total_s")
+        )
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         epoch = last.get("epoch")
         where = f"from its epoch {epoch} checkpoint" if epoch else "from the start"
-        self._print(f"        trial {trial.config['trial_number']:>4}  worker failed "
-                    f"(failure {trial.num_failures}); restarting {where}")
+        self._print(
+            f"        trial {trial.config['trial_number']:>4}  worker failed "
+            f"(failure {trial.num_failures}); restarting {where}"
+        )
 
     def _finish(self, trial: Any, outcome: str, seconds: Any) -> None:
         self.done += 1
@@ -101,15 +113,15 @@ class Progress(Callback):
 def trial_label(config: dict[str, Any]) -> str:
     eps = config.get("eps")
     eps_text = "-" if eps is None else f"{eps:.3g}"
-    return (f"{variant_of(config['norm']):<9} lr={config['lr']:<9.3g} eps={eps_text:<7} "
-            f"seed={config['seed']}")
+    return (
+        f"{variant_of(config['norm']):<9} lr={config['lr']:<9.3g} eps={eps_text:<7} "
+        f"seed={config['seed']}"
+    )
 
 
-def config_label(config: dict[str, Any]) -> str:
+def config_label(variant: str, lr: float, eps: float | None) -> str:
     """A configuration without its seed: "insgd-l2 lr=0.1 eps=0.01"."""
-    eps = config.get("eps")
-    return (f"{variant_of(config['norm'])} lr={config['lr']:.3g}"
-            + ("" if eps is None else f" eps={eps:.3g}"))
+    return f"{variant} lr={lr:.3g}" + ("" if eps is None else f" eps={eps:.3g}")
 
 
 def format_seconds(seconds: float) -> str:
@@ -142,6 +154,9 @@ class ConfigResult:
     def std(self) -> float:
         return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
 
+    def label(self) -> str:
+        return config_label(self.variant, self.lr, self.eps)
+
 
 def best_per_variant(rows: Iterable[Any]) -> list[ConfigResult]:
     """The best configuration of each variant by mean final accuracy over its seeds.
@@ -172,9 +187,11 @@ def summary_table(rows: Sequence[Any]) -> str:
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.state] = counts.get(row.state, 0) + 1
-    lines = ["best configuration per variant (mean final validation accuracy over seeds):",
-             f"  {'variant':<10} {'lr':>9} {'eps':>9} {'accuracy':>9} {'std':>7} "
-             f"{'seeds':>5} {'diverged':>8}"]
+    lines = [
+        "best configuration per variant (mean final validation accuracy over seeds):",
+        f"  {'variant':<10} {'lr':>9} {'eps':>9} {'accuracy':>9} {'std':>7} "
+        f"{'seeds':>5} {'diverged':>8}",
+    ]
     results = best_per_variant(rows)
     for result in results:
         eps = "-" if result.eps is None else f"{result.eps:.3g}"
@@ -184,12 +201,12 @@ def summary_table(rows: Sequence[Any]) -> str:
         )
     if not results:
         lines.append("  (no COMPLETE trials)")
-    states = ", ".join(f"{counts[s]} {s}" for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
-                       if counts.get(s))
+    states = ", ".join(
+        f"{counts[s]} {s}" for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING") if counts.get(s)
+    )
     lines.append(f"trials: {states or 'none'}")
     return "\n".join(lines)
 
 
 def _variant_order(variant: str) -> tuple[int, str]:
     return (0 if variant == "sgd" else 1, variant)
-

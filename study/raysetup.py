@@ -1,11 +1,14 @@
 """Starting (or joining) Ray for a study, quietly.
 
-Without ``--address`` a local Ray starts sized to the machine (all its CPUs and GPUs), with
-no dashboard, no worker output forwarded to the terminal and Ray's own logging at WARNING,
-so the study's progress lines are all a person sees (``--verbose`` shows it all). With
-``--address`` the driver joins that cluster instead; a host:port that does not answer is
-reported in one line within seconds instead of after Ray's long connection retries.
-An already initialised Ray (a notebook, a test) is used as it is and left running.
+Without ``--address`` a new local Ray starts sized to the machine (all its CPUs and GPUs),
+with no dashboard, no worker output forwarded to the terminal and Ray's own logging at
+WARNING, so the study's progress lines are all a person sees (``--verbose`` shows it all).
+It is always a Ray of its own: plain ``ray.init()`` would join any cluster `ray start` left
+running on the machine. With ``--address`` (or ``$RAY_ADDRESS``, which `ray job submit`
+sets for its drivers) the driver joins that cluster; a host:port that does not answer is
+reported in one line within seconds (`check_address`, called before anything is
+written) instead of after Ray's long connection retries. An already initialised Ray (a
+notebook, a test) is used as it is and left running.
 """
 
 from __future__ import annotations
@@ -77,17 +80,23 @@ def ray_session(address: str | None, *, verbose: bool = False) -> Iterator[dict[
     started_here = False
     if not ray.is_initialized():
         level = logging.INFO if verbose else logging.WARNING
+        address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
             try:
                 ray.init(address=address, log_to_driver=verbose, logging_level=level)
             except (ConnectionError, RuntimeError) as exc:
-                raise UsageError(f"cannot join the Ray cluster at {address}: "
-                                 f"{' '.join(str(exc).split())}") from None
+                raise UsageError(
+                    f"cannot join the Ray cluster at {address}: {' '.join(str(exc).split())}"
+                ) from None
         else:
             if not verbose:
                 # A new local cluster gets token auth by default; Ray says so in a warning.
                 logging.getLogger(_AUTH_LOGGER).setLevel(logging.ERROR)
-            ray.init(include_dashboard=False, log_to_driver=verbose, logging_level=level)
+            # "local": a new Ray of our own, even if `ray start` left a cluster running here
+            # (plain ray.init() would silently join that one).
+            ray.init(
+                address="local", include_dashboard=False, log_to_driver=verbose, logging_level=level
+            )
         started_here = True
     silence_loggers(verbose)
     try:

@@ -5,9 +5,10 @@ study works the same on SQLite and PostgreSQL. Tune calls this callback in the d
 event loop for every trial event:
 
 - start  -> `start_trial` (RUNNING, the trial's whole TrainConfig, its seed and number);
-- result -> `record_epoch`, and on an attempt's first result the node, host and device;
-- complete -> `finish_trial`: COMPLETE, or PRUNED with ``stopped_early`` when a scheduler
-  ended it before its planned epochs (a diverged trial also ends early, but is COMPLETE);
+- result -> `record_epoch` (one write per epoch: the hot path);
+- complete -> `finish_trial` with the node, host and device of its last report: COMPLETE,
+  or PRUNED with ``stopped_early`` when a scheduler ended it before its planned epochs (a
+  diverged trial also ends early, but is COMPLETE);
 - error (retries used up) -> FAIL with the error text.
 
 A worker failure with retries left is not an end: Tune restores the trial from its last
@@ -35,7 +36,6 @@ class Recorder(Callback):
         self.study = study
         self.epochs_planned = epochs_planned
         self._started: dict[int, datetime] = {}
-        self._located: set[tuple[int, str]] = set()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         number = _number(trial)
@@ -44,41 +44,47 @@ class Recorder(Callback):
         config = trial.config
         fields: dict[str, Any] = {
             "config": config["train"],
-            "params": {"variant": config.get("variant"), "optuna_trial": config.get("optuna_trial"),
-                       "tune_trial_id": trial.trial_id},
+            "params": {
+                "variant": config.get("variant"),
+                "optuna_trial": config.get("optuna_trial"),
+                "tune_trial_id": trial.trial_id,
+            },
         }
         if config["norm"] == "none":
             fields["eps"] = None  # SGD has no eps, whatever TrainConfig's default says
         fields["started_at"] = self._started[number] = datetime.now(UTC)
         self.writer.start_trial(self.study, number, fields)
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any,
-                        result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
         number = _number(trial)
         epoch = result.get("epoch")
         if epoch is None:
             return
         self.writer.record_epoch(self.study, number, int(epoch), result)
-        attempt = (number, str(result.get("pid")))
-        if attempt not in self._located:
-            self._located.add(attempt)
-            fields = {k: result.get(k) for k in _WHERE_KEYS}
-            fields["started_at"] = self._started.get(number)
-            self.writer.start_trial(self.study, number, fields)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         pruned = stopped_early(last, self.epochs_planned)
         fields = {k: last.get(k) for k in _WHERE_KEYS if last.get(k) is not None}
-        fields.update(state=PRUNED if pruned else COMPLETE, stopped_early=pruned,
-                      wall_seconds=last.get("time_total_s"), params=_attempts(trial, last))
+        fields.update(
+            state=PRUNED if pruned else COMPLETE,
+            stopped_early=pruned,
+            wall_seconds=last.get("time_total_s"),
+            params=_attempts(trial, last),
+        )
         self.writer.finish_trial(self.study, _number(trial), fields)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         fields = {k: last.get(k) for k in _WHERE_KEYS if last.get(k) is not None}
-        fields.update(state=FAIL, error=error_text(trial), wall_seconds=last.get("time_total_s"),
-                      params=_attempts(trial, last))
+        fields.update(
+            state=FAIL,
+            error=error_text(trial),
+            wall_seconds=last.get("time_total_s"),
+            params=_attempts(trial, last),
+        )
         self.writer.finish_trial(self.study, _number(trial), fields)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -105,10 +111,11 @@ def last_line(text: str) -> str:
 
 def _attempts(trial: Any, last: dict[str, Any]) -> dict[str, Any]:
     """How often the trial's worker died, and the checkpoint epoch its last attempt began at."""
-    return {"worker_failures": int(trial.num_failures),
-            "resumed_from_epoch": int(last.get("resumed_from_epoch") or 0)}
+    return {
+        "worker_failures": int(trial.num_failures),
+        "resumed_from_epoch": int(last.get("resumed_from_epoch") or 0),
+    }
 
 
 def _number(trial: Any) -> int:
     return int(trial.config["trial_number"])
-

@@ -80,21 +80,17 @@ def build_report(
     """
     from storage import open_database, queries
 
+    # storage caches one engine per URL and process (launch may be using it): not disposed here
     engine = open_database(url, upgrade=False)
-    try:
-        config = _study_config(engine, study_name)
-        rows = queries.list_trials(engine, study=study_name)
-        points = [point_from_row(r) for r in rows if getattr(r, "lr", None) is not None]
-        counts = dict(Counter(str(r.state) for r in rows))
-        if not any(p.state == "COMPLETE" for p in points):
-            summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trials"
-            raise UsageError(f"study {study_name!r} has no COMPLETE trials yet ({summary})")
-        analysis = analyze_points(
-            points, tolerance=tolerance, bins=bins, grid=_is_grid(config)
-        )
-        curves, best = _best_curves(engine, study_name, analysis)
-    finally:
-        engine.dispose()
+    config = _study_config(engine, study_name)
+    rows = queries.list_trials(engine, study=study_name)
+    points = [point_from_row(r) for r in rows if getattr(r, "lr", None) is not None]
+    counts = dict(Counter(str(r.state) for r in rows))
+    if not any(p.state == "COMPLETE" for p in points):
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trials"
+        raise UsageError(f"study {study_name!r} has no COMPLETE trials yet ({summary})")
+    analysis = analyze_points(points, tolerance=tolerance, bins=bins, grid=_is_grid(config))
+    curves, best = _best_curves(engine, study_name, analysis)
     preset = infer_preset(study_name, config)
     report = RobustnessReport(
         study=study_name,

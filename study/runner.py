@@ -19,6 +19,7 @@ reverse), and a restored Optuna searcher would double-count. A trial that Tune r
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import deque
@@ -103,20 +104,36 @@ def prepare(merged: MergedConfig) -> Prepared:
                 f"({_numbers(running)}): another launch may be running it; if that launch "
                 f"died, pass --resume to mark them FAIL and re-run them"
             )
-    return Prepared(config=config, url=url, engine=engine, exists=existing is not None,
-                    rows=rows)
+    return Prepared(config=config, url=url, engine=engine, exists=existing is not None, rows=rows)
+
+
+#: Datasets that ship inside installed packages or are generated: no files can be missing.
+NO_FILES_DATASETS = frozenset({"digits", "mnist5k", "synthetic"})
 
 
 def check_dataset(config: StudyConfig) -> None:
-    """Missing dataset files are bad input: load the dataset once on the CPU to find out."""
+    """Missing dataset files are bad input: load the dataset once on the CPU to find out.
+
+    Bundled and generated datasets are skipped (loading digits costs the driver an
+    sklearn import for nothing); every other name, including future ones, is checked.
+    """
+    if config.dataset in NO_FILES_DATASETS:
+        return
     from trainers.data import load_dataset
 
-    load_dataset(config.dataset, data_dir=config.data_dir, download=False, device="cpu",
-                 seed=0, val_fraction=config.train.get("val_fraction", 0.1))
+    load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        download=False,
+        device="cpu",
+        seed=0,
+        val_fraction=config.train.get("val_fraction", 0.1),
+    )
 
 
-def make_plan(config: StudyConfig, rows: Sequence[Any], curves: dict[int, dict[int, float]]
-              ) -> Plan:
+def make_plan(
+    config: StudyConfig, rows: Sequence[Any], curves: dict[int, dict[int, float]]
+) -> Plan:
     """Groups to run (missing seeds of known configurations first), budget, numbering.
 
     `rows` are the study's trials (RUNNING ones already marked FAIL); `curves` maps the
@@ -152,8 +169,10 @@ def make_plan(config: StudyConfig, rows: Sequence[Any], curves: dict[int, dict[i
         if row.state in FINISHED_STATES and row.seed is not None and row.seed < seeds:
             group.outcomes[int(row.seed)] = SeedOutcome(
                 accuracy=None if row.diverged else objective(row.final_val_accuracy),
-                epochs=row.epochs_completed, diverged=bool(row.diverged),
-                pruned=row.state == "PRUNED", trial_number=row.trial_number,
+                epochs=row.epochs_completed,
+                diverged=bool(row.diverged),
+                pruned=row.state == "PRUNED",
+                trial_number=row.trial_number,
             )
             group.curves[int(row.seed)] = dict(curves.get(row.trial_number, {}))
     for group in groups:
@@ -162,8 +181,13 @@ def make_plan(config: StudyConfig, rows: Sequence[Any], curves: dict[int, dict[i
     budget = max(0, config.target_trials - len(finished))
     if config.sampler == "grid":
         budget = min(budget, sum(len(g.todo) for g in runnable))
-    return Plan(groups=runnable, sample=config.sampler != "grid", budget=budget,
-                first_number=first_number, finished=len(finished))
+    return Plan(
+        groups=runnable,
+        sample=config.sampler != "grid",
+        budget=budget,
+        first_number=first_number,
+        finished=len(finished),
+    )
 
 
 def run_study(merged: MergedConfig, out: TextIO | None = None) -> int:
@@ -182,8 +206,11 @@ def run_study(merged: MergedConfig, out: TextIO | None = None) -> int:
     finished_before = sum(r.state in FINISHED_STATES for r in prepared.rows)
     has_running = any(r.state == "RUNNING" for r in prepared.rows)
     if prepared.exists and finished_before >= config.target_trials and not has_running:
-        _say(out, f"study {config.name!r} in {shown} already has {finished_before} finished "
-                  f"trials (target {config.target_trials}); nothing to run")
+        _say(
+            out,
+            f"study {config.name!r} in {shown} already has {finished_before} finished "
+            f"trials (target {config.target_trials}); nothing to run",
+        )
         _say(out, summary_table(storage.queries.list_trials(prepared.engine, config.name)))
         return 0
 
@@ -191,7 +218,8 @@ def run_study(merged: MergedConfig, out: TextIO | None = None) -> int:
 
     started = time.monotonic()
     with ray_session(config.address, verbose=config.verbose) as resources:
-        _check_resources(config)
+        if not (config.address or os.environ.get("RAY_ADDRESS")):
+            _check_resources(config)  # a cluster may autoscale: only a local Ray is fixed
         writer = storage.ResultWriter(prepared.engine)
         if not prepared.exists:
             writer.create_study(config.name, config.study_dict(), code_version())
@@ -201,35 +229,63 @@ def run_study(merged: MergedConfig, out: TextIO | None = None) -> int:
                 config.name, "the launch that ran this trial died; its configuration re-runs"
             )
             if failed:
-                _say(out, f"study {config.name!r}: marked {len(failed)} trial(s) left RUNNING "
-                          f"as FAIL ({_numbers(failed)}); their configurations run again")
+                _say(
+                    out,
+                    f"study {config.name!r}: marked {len(failed)} trial(s) left RUNNING "
+                    f"as FAIL ({_numbers(failed)}); their configurations run again",
+                )
         rows = storage.queries.list_trials(prepared.engine, config.name)
         plan = make_plan(config, rows, _finished_curves(prepared.engine, config, rows))
         slots = concurrent_slots(config, resources)
-        _say(out, f"study {config.name!r}: {config.sampler} over "
-                  f"{','.join(config.norms)}, {plan.finished} of {config.target_trials} "
-                  f"trials finished, running {plan.budget} ({config.dataset}/{config.model}, "
-                  f"{config.epochs} epochs, up to {slots} at once)")
-        if plan.budget > 0:
-            _fit(config, prepared, writer, plan, slots, out)
+        _say(
+            out,
+            f"study {config.name!r}: {config.sampler} over "
+            f"{','.join(config.norms)}, {plan.finished} of {config.target_trials} "
+            f"trials finished, running {plan.budget} ({config.dataset}/{config.model}, "
+            f"{config.epochs} epochs, up to {slots} at once)",
+        )
+        emitted = _fit(config, prepared, writer, plan, rows, slots, out) if plan.budget else 0
         leftover = writer.fail_running_trials(
-            config.name, "the launch ended before this trial finished")
+            config.name, "the launch ended before this trial finished"
+        )
         rows = storage.queries.list_trials(prepared.engine, config.name)
+    interrupted = emitted < plan.budget or bool(leftover)
     finished = sum(r.state in FINISHED_STATES for r in rows)
     _say(out, "")
     _say(out, summary_table(rows))
-    _say(out, f"study {config.name!r}: {finished}/{config.target_trials} trials finished in "
-              f"{time.monotonic() - started:.0f}s; results in {shown}")
+    _say(
+        out,
+        f"study {config.name!r}: {finished}/{config.target_trials} trials finished in "
+        f"{time.monotonic() - started:.0f}s; results in {shown}",
+    )
+    if interrupted:
+        _say(
+            out,
+            f"interrupted: {len(leftover)} running trial(s) marked FAIL; launch the "
+            f"same study again to finish it",
+        )
+        return 130
     if finished < config.target_trials:
-        extra = f" ({len(leftover)} interrupted)" if leftover else ""
-        _say(out, f"{config.target_trials - finished} trial(s) did not finish{extra}; "
-                  f"launch again with --resume to re-run them")
+        _say(
+            out,
+            f"{config.target_trials - finished} trial(s) failed; launch the same study "
+            f"again to re-run their configurations",
+        )
         return 1
     return 0
 
 
-def _fit(config: StudyConfig, prepared: Prepared, writer: Any, plan: Plan, slots: int,
-         out: TextIO) -> None:
+def _fit(
+    config: StudyConfig,
+    prepared: Prepared,
+    writer: Any,
+    plan: Plan,
+    rows: Sequence[Any],
+    slots: int,
+    out: TextIO,
+) -> int:
+    """Run the plan on Ray Tune; returns how many trials were handed to Tune (fewer than
+    the budget when the run was interrupted, e.g. by Ctrl-C, which Tune handles itself)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -243,38 +299,54 @@ def _fit(config: StudyConfig, prepared: Prepared, writer: Any, plan: Plan, slots
     optuna_storage = optuna_rdb_storage(prepared.url)
     clean_optuna_study(optuna_storage, config.name)
     optuna_search = StudyOptunaSearch(
-        define_space(config), metric=METRIC, mode=MODE, sampler=make_sampler(config),
-        study_name=config.name, storage=optuna_storage,
+        define_space(config),
+        metric=METRIC,
+        mode=MODE,
+        sampler=make_sampler(config),
+        study_name=config.name,
+        storage=optuna_storage,
     )
-    searcher = SeededSearch(optuna_search, config, fixed=plan.groups, sample=plan.sample,
-                            budget=plan.budget, first_number=plan.first_number)
+    searcher = SeededSearch(
+        optuna_search,
+        config,
+        fixed=plan.groups,
+        sample=plan.sample,
+        budget=plan.budget,
+        first_number=plan.first_number,
+    )
     if config.scheduler == "asha":
         scheduler: Any = ASHAScheduler(
-            time_attr="epoch", max_t=config.epochs, grace_period=config.grace_period,
+            time_attr="epoch",
+            max_t=config.epochs,
+            grace_period=config.grace_period,
             reduction_factor=config.reduction_factor,
         )
     else:
         scheduler = FIFOScheduler()
-    rows = storage_rows(prepared)
-    best = best_per_variant(rows)
-    top = max(best, key=lambda r: r.mean, default=None)
+    top = max(best_per_variant(rows), key=lambda r: r.mean, default=None)
     progress = Progress(
-        total=config.target_trials, done_before=plan.finished, epochs_planned=config.epochs,
-        best=None if top is None else Best(top.mean, f"{top.variant} lr={top.lr:.3g}"),
+        total=config.target_trials,
+        done_before=plan.finished,
+        epochs_planned=config.epochs,
+        best=None if top is None else Best(top.mean, top.label()),
         out=out,
     )
     resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources),
         tune_config=tune.TuneConfig(
-            metric=METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
-            num_samples=plan.budget, max_concurrent_trials=slots,
+            metric=METRIC,
+            mode=MODE,
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=plan.budget,
+            max_concurrent_trials=slots,
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=f"insgd-{config.name}-{datetime.now():%Y%m%d-%H%M%S}",
-            storage_path=config.results_dir and str(Path(config.results_dir).expanduser()
-                                                    .resolve()),
+            storage_path=config.results_dir
+            and str(Path(config.results_dir).expanduser().resolve()),
             callbacks=[Recorder(writer, config.name, config.epochs), progress],
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -282,12 +354,7 @@ def _fit(config: StudyConfig, prepared: Prepared, writer: Any, plan: Plan, slots
         ),
     )
     tuner.fit()
-
-
-def storage_rows(prepared: Prepared) -> list[Any]:
-    import storage
-
-    return storage.queries.list_trials(prepared.engine, prepared.config.name)
+    return searcher.emitted
 
 
 def optuna_rdb_storage(url: str) -> Any:
@@ -297,18 +364,35 @@ def optuna_rdb_storage(url: str) -> Any:
     from storage.urls import is_sqlite, normalize_url
 
     normalized = normalize_url(url)
-    kwargs: dict[str, Any] = {}
-    if is_sqlite(normalized):
-        kwargs = {"connect_args": {"timeout": 30}}
-    else:
-        kwargs = {"pool_pre_ping": True}
+    sqlite = is_sqlite(normalized)
+    kwargs: dict[str, Any] = (
+        {"connect_args": {"timeout": 30}} if sqlite else {"pool_pre_ping": True}
+    )
     try:
-        return optuna.storages.RDBStorage(normalized, engine_kwargs=kwargs)
+        rdb = optuna.storages.RDBStorage(normalized, engine_kwargs=kwargs)
     except Exception as exc:  # noqa: BLE001 - Optuna wraps driver errors in many types
         from storage.urls import mask_url
 
-        raise StorageError(f"cannot open Optuna's tables in {mask_url(url)}: "
-                           f"{' '.join(str(exc).split())[:200]}") from None
+        raise StorageError(
+            f"cannot open Optuna's tables in {mask_url(url)}: {' '.join(str(exc).split())[:200]}"
+        ) from None
+    if sqlite:
+        # The results tables already put the file in WAL mode with synchronous=NORMAL
+        # (storage.engine); Optuna's connections would fsync every commit, ~40% of its
+        # per-trial cost. NORMAL in WAL mode keeps the database consistent on a crash.
+        from sqlalchemy import event
+
+        event.listen(rdb.engine, "connect", _sqlite_synchronous_normal)
+        rdb.engine.dispose()
+    return rdb
+
+
+def _sqlite_synchronous_normal(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
 
 
 def clean_optuna_study(optuna_storage: Any, name: str) -> None:
@@ -323,8 +407,9 @@ def clean_optuna_study(optuna_storage: Any, name: str) -> None:
         study_id = optuna_storage.get_study_id_from_name(name)
     except KeyError:
         return
-    for trial in optuna_storage.get_all_trials(study_id, deepcopy=False,
-                                               states=(TrialState.RUNNING, TrialState.WAITING)):
+    for trial in optuna_storage.get_all_trials(
+        study_id, deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)
+    ):
         trial_id = optuna_storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         if trial.state == TrialState.WAITING:
             # WAITING -> RUNNING is how Optuna pops an enqueued trial; then it can fail.
@@ -343,16 +428,21 @@ def code_version() -> str:
         text = "unknown"
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-            timeout=5, cwd=Path(__file__).resolve().parent, check=False,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            check=False,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{text}+g{commit}" if commit else text
 
 
-def _finished_curves(engine: Any, config: StudyConfig, rows: Sequence[Any]
-                     ) -> dict[int, dict[int, float]]:
+def _finished_curves(
+    engine: Any, config: StudyConfig, rows: Sequence[Any]
+) -> dict[int, dict[int, float]]:
     """Learning curves of finished trials, needed only when configurations repeat seeds."""
     if config.seeds == 1 or not any(r.state in FINISHED_STATES for r in rows):
         return {}
@@ -367,17 +457,18 @@ def _finished_curves(engine: Any, config: StudyConfig, rows: Sequence[Any]
 
 def _row_point(row: Any) -> Point:
     norm = row.norm or "none"
-    return Point(norm, float(row.lr), None if norm == "none" or row.eps is None else
-                 float(row.eps))
+    return Point(norm, float(row.lr), None if norm == "none" or row.eps is None else float(row.eps))
 
 
 def _check_resources(config: StudyConfig) -> None:
-    """A trial must fit on one node, or Tune would wait for it forever."""
+    """A trial must fit on one node of the local Ray, or Tune would wait for it forever."""
     import ray
 
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    if any(n.get("CPU", 0.0) >= config.cpus_per_trial and n.get("GPU", 0.0)
-           >= config.gpus_per_trial for n in nodes):
+    if any(
+        n.get("CPU", 0.0) >= config.cpus_per_trial and n.get("GPU", 0.0) >= config.gpus_per_trial
+        for n in nodes
+    ):
         return
     largest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
     raise UsageError(
@@ -388,13 +479,14 @@ def _check_resources(config: StudyConfig) -> None:
 
 
 def concurrent_slots(config: StudyConfig, resources: dict[str, float]) -> int:
-    """Trials that fit at once (capped by --max-concurrent): Tune keeps that many pending,
-    so every slot fills at the start instead of one trial being placed at a time."""
+    """How many trials Tune keeps running or pending: --max-concurrent, else what the
+    cluster holds now. Pending trials are the demand an autoscaling cluster grows for, and
+    with enough of them every slot fills at the start instead of one trial at a time."""
+    if config.max_concurrent:
+        return config.max_concurrent
     slots = int(resources.get("CPU", 0.0) // config.cpus_per_trial + 1e-9)
     if config.gpus_per_trial:
         slots = min(slots, int(resources.get("GPU", 0.0) // config.gpus_per_trial + 1e-9))
-    if config.max_concurrent:
-        slots = min(slots, config.max_concurrent)
     return max(1, slots)
 
 

@@ -31,7 +31,10 @@ def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
             )
         if config.sampler == "qmc":
             return optuna.samplers.QMCSampler(
-                qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False,
+                qmc_type="sobol",
+                scramble=True,
+                seed=seed,
+                warn_independent_sampling=False,
                 warn_asynchronous_seeding=False,
             )
         if config.sampler in ("random", "grid"):

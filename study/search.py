@@ -9,9 +9,10 @@ wraps `OptunaSearch`:
   each carrying its seed and a study-wide trial number that the database uses;
 - per epoch it reports to Optuna the mean validation accuracy over the group's seeds, once
   every seed still running has reached that epoch (with one seed: live, every epoch);
-- when the group's last seed ends it tells Optuna the mean final accuracy (COMPLETE),
-  PRUNED if a scheduler stopped any seed early, FAIL if any seed failed, and stores the
-  variant, divergence and the group's trial numbers as Optuna user attributes.
+- when the group's last seed ends it tells Optuna the mean final accuracy (COMPLETE; a
+  diverged seed counts as 0), PRUNED if a scheduler stopped any seed early, FAIL if any
+  seed failed, and stores the variant, whether any seed diverged and the group's trial
+  numbers as Optuna user attributes.
 
 Fixed points (every grid point, and on ``--resume`` the configurations whose seeds are
 missing) are enqueued in Optuna right before they are asked for, so Optuna's history holds
@@ -144,9 +145,15 @@ class SeededSearch(Searcher):
         self._by_trial: dict[str, tuple[Group, int, int]] = {}
         self._group_counter = 0
 
+    @property
+    def emitted(self) -> int:
+        """Trials handed to Tune so far."""
+        return self._emitted
+
     # -- Searcher API ---------------------------------------------------------------------
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
-                              **spec: Any) -> bool:
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec: Any
+    ) -> bool:
         return True  # the space is ours; Tune's metric/mode match METRIC/MODE
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -182,8 +189,9 @@ class SeededSearch(Searcher):
         self._record_epoch(group, seed, result)
         self._report_ready_steps(group)
 
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
-                          error: bool = False) -> None:
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
         entry = self._by_trial.pop(trial_id, None)
         if entry is None:
             return
@@ -230,8 +238,12 @@ class SeededSearch(Searcher):
         if not self._sample:
             return None
         self._group_counter += 1
-        group = Group(key=f"new-{self._group_counter}", point=None,
-                      todo=deque(range(self._config.seeds)), seeds=self._config.seeds)
+        group = Group(
+            key=f"new-{self._group_counter}",
+            point=None,
+            todo=deque(range(self._config.seeds)),
+            seeds=self._config.seeds,
+        )
         self._start_group(group)
         return group
 
@@ -242,10 +254,6 @@ class SeededSearch(Searcher):
         else:
             params = self._optuna.ask_fixed(group.key, group.point)
             group.point = Point.from_params(params)
-        self._optuna.set_user_attrs(group.key, {
-            "variant": variant_of(group.point.norm),
-            "seeds": group.seeds,
-        })
         self._groups[group.key] = group
         self._current = group
 
@@ -281,12 +289,16 @@ class SeededSearch(Searcher):
         if group.told:
             return
         outcomes = [group.outcomes[s] for s in sorted(group.outcomes)]
-        diverged = [o for o in outcomes if o.diverged]
-        self._optuna.set_user_attrs(group.key, {
-            "diverged": bool(diverged),
-            "diverged_seeds": len(diverged),
-            "trial_numbers": [o.trial_number for o in outcomes],
-        })
+        assert group.point is not None
+        # each attribute is a write to the database: three, set once, at the end
+        self._optuna.set_user_attrs(
+            group.key,
+            {
+                "variant": variant_of(group.point.norm),
+                "diverged": any(o.diverged for o in outcomes),
+                "trial_numbers": [o.trial_number for o in outcomes],
+            },
+        )
         if any(o.failed for o in outcomes):
             self._optuna.on_trial_complete(group.key, error=True)
         elif any(o.pruned for o in outcomes):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from study.config import StudyConfig
+from study.config import DEFAULT_EPS, StudyConfig
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,7 @@ class Point:
     def from_params(cls, params: dict[str, Any]) -> Point:
         norm = str(params["norm"])
         eps = params.get("eps")
-        return cls(norm, float(params["lr"]),
-                   None if norm == "none" or eps is None else float(eps))
+        return cls(norm, float(params["lr"]), None if norm == "none" or eps is None else float(eps))
 
     def same_as(self, other: Point) -> bool:
         """Equal up to float round-off through JSON / SQL (a database round trip)."""
@@ -46,10 +45,6 @@ class Point:
         if self.eps is None or other.eps is None:
             return self.eps is None and other.eps is None
         return _close(self.eps, other.eps)
-
-    def label(self) -> str:
-        eps = "" if self.eps is None else f" eps={self.eps:.3g}"
-        return f"{variant_of(self.norm)} lr={self.lr:.3g}{eps}"
 
 
 def variant_of(norm: str) -> str:
@@ -74,7 +69,7 @@ def grid_points(config: StudyConfig) -> list[Point]:
     """
     lrs = log_points(config.lr_min, config.lr_max, config.lr_points)
     if config.eps_points == 1:
-        epss = [config.default_eps]
+        epss = [DEFAULT_EPS]
     else:
         epss = log_points(config.eps_min, config.eps_max, config.eps_points)
     points = []
@@ -94,7 +89,7 @@ def define_space(config: StudyConfig) -> Callable[[Any], dict[str, Any]]:
     eps_low, eps_high = config.eps_min, config.eps_max
     if config.sampler == "grid" and config.eps_points == 1:
         # the one-point eps grid is the default eps, which may lie outside the range
-        eps_low, eps_high = min(eps_low, config.default_eps), max(eps_high, config.default_eps)
+        eps_low, eps_high = min(eps_low, DEFAULT_EPS), max(eps_high, DEFAULT_EPS)
 
     def space(trial: Any) -> dict[str, Any]:
         norm = trial.suggest_categorical("norm", norms)

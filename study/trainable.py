@@ -11,7 +11,6 @@ device) and the epoch it resumed from, so the driver can tell a restart from a r
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import tempfile
@@ -46,14 +45,10 @@ def _set_threads() -> None:
 
 
 def where() -> dict[str, Any]:
-    """The Ray node, host and process running this trial."""
+    """The Ray node and host running this trial."""
     import ray
 
-    return {
-        "node_id": ray.get_runtime_context().get_node_id(),
-        "hostname": socket.gethostname(),
-        "pid": os.getpid(),
-    }
+    return {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}
 
 
 def run_trial(config: dict[str, Any]) -> None:

@@ -3,8 +3,9 @@
 Modelled on `torch/optim/sgd.py`: the optimizer class gathers lists and calls
 these; `foreach=True` uses the multi-tensor `torch._foreach_*` kernels (few
 launches per step on CUDA), `foreach=False` loops over tensors one op at a
-time. Both compute the same thing in the same order, so they agree bit for
-bit. None of these functions reads a tensor's value on the host.
+time. Both compute the same thing in the same order: bit for bit on CPU
+(tested), to rounding where foreach kernels fuse differently (CUDA). None
+of these functions reads a tensor's value on the host.
 
 The published rule (Algorithm 1 of Atici, Pan, Cetin; /work/shared/INSGD.md),
 for a normalized weight W with input power P and normalizer f:

@@ -14,41 +14,77 @@ from study.errors import UsageError
 
 # flag -> (StudyConfig key, argparse type, help)
 _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
-    ("--storage", "storage", str, "results database URL (default $INSGD_STORAGE, else "
-                                  "sqlite:///studies.db)"),
+    (
+        "--storage",
+        "storage",
+        str,
+        "results database URL (default $INSGD_STORAGE, else sqlite:///studies.db)",
+    ),
     ("--name", "name", str, "study name (default: default)"),
     ("--dataset", "dataset", str, "dataset name (default: digits)"),
     ("--model", "model", str, "model name (default: mlp)"),
     ("--data-dir", "data_dir", str, "dataset folder (default $INSGD_DATA_DIR, else ./data)"),
     ("--epochs", "epochs", int, "epochs per trial (default: 8)"),
     ("--batch-size", "batch_size", int, "batch size (default: 64)"),
-    ("--trials", "trials", int, "finished trials to end with (grid: omit it, the grid "
-                                "decides; with --trials and no --sampler: tpe)"),
-    ("--sampler", "sampler", str, "tpe | random | qmc | grid (default: grid without "
-                                  "--trials, tpe with)"),
+    (
+        "--trials",
+        "trials",
+        int,
+        "finished trials to end with (grid: omit it, the grid "
+        "decides; with --trials and no --sampler: tpe)",
+    ),
+    (
+        "--sampler",
+        "sampler",
+        str,
+        "tpe | random | qmc | grid (default: grid without --trials, tpe with)",
+    ),
     ("--sampler-seed", "sampler_seed", int, "seed of the Optuna sampler"),
-    ("--norms", "norms", str, "variants, comma-separated: none (SGD), l1, l2 "
-                              "(default: none,l1,l2)"),
+    (
+        "--norms",
+        "norms",
+        str,
+        "variants, comma-separated: none (SGD), l1, l2 (default: none,l1,l2)",
+    ),
     ("--lr-min", "lr_min", float, "smallest learning rate (default: 1e-3)"),
     ("--lr-max", "lr_max", float, "largest learning rate (default: 10)"),
     ("--lr-points", "lr_points", int, "grid: log-spaced learning rates (default: 7)"),
     ("--eps-min", "eps_min", float, "smallest INSGD eps (default: 1e-3)"),
     ("--eps-max", "eps_max", float, "largest INSGD eps (default: 1)"),
-    ("--eps-points", "eps_points", int, "grid: log-spaced eps values (default: 1, the "
-                                        "default eps 0.01)"),
+    (
+        "--eps-points",
+        "eps_points",
+        int,
+        "grid: log-spaced eps values (default: 1, the default eps 0.01)",
+    ),
     ("--seeds", "seeds", int, "seeds per configuration, each a trial (default: 1)"),
     ("--scheduler", "scheduler", str, "fifo | asha (default: fifo)"),
-    ("--max-concurrent", "max_concurrent", int, "most trials running at once "
-                                                "(default: as resources allow)"),
+    (
+        "--max-concurrent",
+        "max_concurrent",
+        int,
+        "most trials running at once (default: as resources allow)",
+    ),
     ("--cpus-per-trial", "cpus_per_trial", float, "CPUs per trial (default: 1)"),
-    ("--gpus-per-trial", "gpus_per_trial", float, "GPUs per trial, fractions pack trials "
-                                                  "on one GPU (default: 0)"),
-    ("--max-failures", "max_failures", int, "restarts of a trial whose worker died "
-                                            "(default: 3)"),
-    ("--address", "address", str, "join this Ray cluster (HOST:PORT or auto) instead of "
-                                  "starting a local Ray"),
-    ("--results-dir", "results_dir", str, "Ray Tune's experiment folder, shared storage on "
-                                          "a cluster (default: ~/ray_results)"),
+    (
+        "--gpus-per-trial",
+        "gpus_per_trial",
+        float,
+        "GPUs per trial, fractions pack trials on one GPU (default: 0)",
+    ),
+    ("--max-failures", "max_failures", int, "restarts of a trial whose worker died (default: 3)"),
+    (
+        "--address",
+        "address",
+        str,
+        "join this Ray cluster (HOST:PORT or auto) instead of starting a local Ray",
+    ),
+    (
+        "--results-dir",
+        "results_dir",
+        str,
+        "Ray Tune's experiment folder, shared storage on a cluster (default: ~/ray_results)",
+    ),
 )
 
 
@@ -57,17 +93,21 @@ def register(subparsers: Any) -> None:
         "launch",
         help="run a study (Ray Tune + Optuna); the default is the demo grid",
         description="Run a study of INSGD vs SGD on Ray Tune with Optuna. Precedence: "
-                    "defaults < --preset < CONFIG.toml < flags.",
+        "defaults < --preset < CONFIG.toml < flags.",
         argument_default=argparse.SUPPRESS,
     )
-    parser.add_argument("config_file", nargs="?", metavar="CONFIG.toml",
-                        help="study configuration file (TOML)")
+    parser.add_argument(
+        "config_file", nargs="?", metavar="CONFIG.toml", help="study configuration file (TOML)"
+    )
     parser.add_argument("--preset", help="named preset from study.presets (e.g. default)")
     for flag, key, kind, text in _FLAGS:
         parser.add_argument(flag, dest=key, type=kind, help=text)
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted study: its RUNNING trials become FAIL "
-                             "and their configurations run again")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted study: its RUNNING trials become FAIL "
+        "and their configurations run again",
+    )
     parser.add_argument("--verbose", action="store_true", help="show Ray's own output")
     parser.set_defaults(func=run)
 
@@ -94,8 +134,9 @@ def merged_config(args: argparse.Namespace) -> Any:
     name = getattr(args, "preset", None)
     if name is not None:
         if name not in PRESETS:
-            raise UsageError(f"--preset: unknown preset {name!r}; choose one of: "
-                             f"{', '.join(sorted(PRESETS))}")
+            raise UsageError(
+                f"--preset: unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}"
+            )
         preset = normalize_mapping(PRESETS[name], source=f"preset {name!r}")
     config_file = getattr(args, "config_file", None)
     toml = load_toml(config_file) if config_file else None

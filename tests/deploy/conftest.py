@@ -38,21 +38,30 @@ def admin_env(admin_url: str) -> dict[str, str]:
     """libpq's environment for the administrator of conftest's PostgreSQL (no INSGD_*)."""
     url = make_url(admin_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "INSGD_"))}
-    env.update(PGHOST=url.host or "127.0.0.1", PGPORT=str(url.port or 5432),
-               PGUSER=url.username or "postgres")
+    env.update(
+        PGHOST=url.host or "127.0.0.1",
+        PGPORT=str(url.port or 5432),
+        PGUSER=url.username or "postgres",
+    )
     if url.password:
         env["PGPASSWORD"] = url.password
     return env
 
 
-def run_roles_sql(admin_url: str, variables: dict[str, str], env: dict[str, str] | None = None
-                  ) -> subprocess.CompletedProcess[str]:
+def run_roles_sql(
+    admin_url: str, variables: dict[str, str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`psql -v NAME=VALUE ... -f deploy/postgres/roles.sql` as the administrator."""
     argv = [psql(), "-X", "-q", "-d", "postgres", "-f", str(ROLES_SQL)]
     for key, value in variables.items():
         argv += ["-v", f"{key}={value}"]
-    return subprocess.run(argv, env={**admin_env(admin_url), **(env or {})},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        argv,
+        env={**admin_env(admin_url), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def drop_roles(admin_url: str, *roles: str) -> None:
@@ -64,11 +73,16 @@ def drop_roles(admin_url: str, *roles: str) -> None:
     engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE usename = ANY(:r)"), {"r": list(roles)})
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY(:r)"
+                ),
+                {"r": list(roles)},
+            )
             for role in roles:
-                exists = conn.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"),
-                                      {"r": role}).first()
+                exists = conn.execute(
+                    sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}
+                ).first()
                 if exists:
                     conn.execute(sa.text(f'DROP OWNED BY "{role}" CASCADE'))
             for role in roles:
@@ -80,8 +94,9 @@ def drop_roles(admin_url: str, *roles: str) -> None:
 @pytest.fixture
 def roles_sql() -> SimpleNamespace:
     """The helpers above, for test modules."""
-    return SimpleNamespace(psql=psql, admin_env=admin_env, run=run_roles_sql, drop=drop_roles,
-                           path=ROLES_SQL)
+    return SimpleNamespace(
+        psql=psql, admin_env=admin_env, run=run_roles_sql, drop=drop_roles, path=ROLES_SQL
+    )
 
 
 @pytest.fixture
@@ -94,22 +109,30 @@ def pg_roles(postgres_url: str) -> Iterator[SimpleNamespace]:
     tag = uuid.uuid4().hex[:10]
     url = make_url(postgres_url)
     roles = SimpleNamespace(
-        admin_url=postgres_url, db=url.database,
-        writer=f"insgd_w_{tag}", reader=f"insgd_r_{tag}",
-        writer_password=f"wpw-{uuid.uuid4().hex}", reader_password=f"rpw-{uuid.uuid4().hex}",
+        admin_url=postgres_url,
+        db=url.database,
+        writer=f"insgd_w_{tag}",
+        reader=f"insgd_r_{tag}",
+        writer_password=f"wpw-{uuid.uuid4().hex}",
+        reader_password=f"rpw-{uuid.uuid4().hex}",
     )
     try:
         proc = run_roles_sql(
-            postgres_url, {"dbname": roles.db, "writer": roles.writer, "reader": roles.reader},
-            env={"INSGD_WRITER_PASSWORD": roles.writer_password,
-                 "INSGD_READER_PASSWORD": roles.reader_password},
+            postgres_url,
+            {"dbname": roles.db, "writer": roles.writer, "reader": roles.reader},
+            env={
+                "INSGD_WRITER_PASSWORD": roles.writer_password,
+                "INSGD_READER_PASSWORD": roles.reader_password,
+            },
         )
         assert proc.returncode == 0, proc.stderr
         roles.psql_output = proc.stdout + proc.stderr
-        roles.writer_url = url.set(username=roles.writer, password=roles.writer_password
-                                   ).render_as_string(hide_password=False)
-        roles.reader_url = url.set(username=roles.reader, password=roles.reader_password
-                                   ).render_as_string(hide_password=False)
+        roles.writer_url = url.set(
+            username=roles.writer, password=roles.writer_password
+        ).render_as_string(hide_password=False)
+        roles.reader_url = url.set(
+            username=roles.reader, password=roles.reader_password
+        ).render_as_string(hide_password=False)
         yield roles
     finally:
         drop_roles(postgres_url, roles.writer, roles.reader)

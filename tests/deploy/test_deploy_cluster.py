@@ -66,8 +66,10 @@ def job_cluster(head_env: dict[str, str]) -> Iterator[object]:
     octets = secrets.randbelow(200) + 20, secrets.randbelow(250) + 1
     venv_bin = str(Path(sys.executable).parent)
     cluster = ch.Cluster(
-        head_ns=f"insgd-dh-{tag}", worker_ns=f"insgd-dw-{tag}",
-        head_ip=f"10.{octets[0]}.{octets[1]}.1", worker_ip=f"10.{octets[0]}.{octets[1]}.2",
+        head_ns=f"insgd-dh-{tag}",
+        worker_ns=f"insgd-dw-{tag}",
+        head_ip=f"10.{octets[0]}.{octets[1]}.1",
+        worker_ip=f"10.{octets[0]}.{octets[1]}.2",
         env={
             "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
             "RAY_AUTH_MODE": "token",
@@ -83,10 +85,10 @@ def job_cluster(head_env: dict[str, str]) -> Iterator[object]:
         for ns in (cluster.head_ns, cluster.worker_ns):
             ch._ip("netns", "add", ns)
         ch._ip("link", "add", veth_head, "type", "veth", "peer", "name", veth_worker)
-        for ns, dev, ip, peer in ((cluster.head_ns, veth_head, cluster.head_ip,
-                                   cluster.worker_ip),
-                                  (cluster.worker_ns, veth_worker, cluster.worker_ip,
-                                   cluster.head_ip)):
+        for ns, dev, ip, peer in (
+            (cluster.head_ns, veth_head, cluster.head_ip, cluster.worker_ip),
+            (cluster.worker_ns, veth_worker, cluster.worker_ip, cluster.head_ip),
+        ):
             ch._ip("link", "set", dev, "netns", ns)
             ch._ip("-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
             ch._ip("-n", ns, "link", "set", "lo", "up")
@@ -98,24 +100,61 @@ def job_cluster(head_env: dict[str, str]) -> Iterator[object]:
         # session name, same path) deletes the driver's current directory under it.
         common = ["--num-cpus", "1", "--num-gpus", "0", "--block", "--disable-usage-stats"]
         ray = ch._ray_bin()
-        head = [ray, "start", "--head", "--node-ip-address", cluster.head_ip, "--port",
-                str(ch.RAY_PORT), "--include-dashboard", "true", "--dashboard-host",
-                cluster.head_ip, "--dashboard-port", str(DASHBOARD_PORT),
-                "--temp-dir", str(cluster.temp_dir / "h"), *common]
-        worker = [ray, "start", "--address", cluster.address, "--node-ip-address",
-                  cluster.worker_ip, "--temp-dir", str(cluster.temp_dir / "w"), *common]
-        head_command = ["ip", "netns", "exec", cluster.head_ns, "env",
-                        *[f"{k}={v}" for k, v in {**cluster.env, **head_env}.items()], *head]
+        head = [
+            ray,
+            "start",
+            "--head",
+            "--node-ip-address",
+            cluster.head_ip,
+            "--port",
+            str(ch.RAY_PORT),
+            "--include-dashboard",
+            "true",
+            "--dashboard-host",
+            cluster.head_ip,
+            "--dashboard-port",
+            str(DASHBOARD_PORT),
+            "--temp-dir",
+            str(cluster.temp_dir / "h"),
+            *common,
+        ]
+        worker = [
+            ray,
+            "start",
+            "--address",
+            cluster.address,
+            "--node-ip-address",
+            cluster.worker_ip,
+            "--temp-dir",
+            str(cluster.temp_dir / "w"),
+            *common,
+        ]
+        head_command = [
+            "ip",
+            "netns",
+            "exec",
+            cluster.head_ns,
+            "env",
+            *[f"{k}={v}" for k, v in {**cluster.env, **head_env}.items()],
+            *head,
+        ]
         deadline = time.monotonic() + ch.START_TIMEOUT_S
         with open(cluster.temp_dir / "head.log", "w") as log:
-            cluster.procs.append(subprocess.Popen(head_command, stdout=log,
-                                                  stderr=subprocess.STDOUT,
-                                                  start_new_session=True))
+            cluster.procs.append(
+                subprocess.Popen(
+                    head_command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
         ch._wait_port(cluster, deadline)
         with open(cluster.temp_dir / "worker.log", "w") as log:
-            cluster.procs.append(subprocess.Popen(
-                cluster.command(cluster.worker_ns, worker), stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True))
+            cluster.procs.append(
+                subprocess.Popen(
+                    cluster.command(cluster.worker_ns, worker),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         while cluster.alive_nodes() < 2:
             if time.monotonic() > deadline or any(p.poll() is not None for p in cluster.procs):
                 raise RuntimeError("the worker node did not join: " + ch._tail(cluster))
@@ -148,6 +187,18 @@ class SecretWatch:
             self.scan()
             self._stop.wait(0.5)
 
+    def selftest(self) -> None:
+        """The scan finds the secret in a process's environment (so an empty result means
+        something), then forgets that hit."""
+        probe = subprocess.Popen(["sleep", "30"], env={"PROBE": self.secret.decode()})
+        try:
+            self.scan()
+            assert any(f"pid {probe.pid} environ" in hit for hit in self.hits), self.hits
+        finally:
+            probe.kill()
+            probe.wait()
+        self.hits.clear()
+
     def scan(self) -> None:
         me = str(os.getpid())
         for entry in os.listdir("/proc"):
@@ -178,20 +229,32 @@ def _socket_dir(admin_url: str) -> str:
     raise AssertionError  # unreachable
 
 
-def _in_head(cluster: object, argv: Sequence[str], env: dict[str, str], timeout: float,
-             ) -> subprocess.CompletedProcess[str]:
-    command = ["ip", "netns", "exec", cluster.head_ns, "env", "-i",
-               *[f"{k}={v}" for k, v in env.items()], *argv]
+def _in_head(
+    cluster: object,
+    argv: Sequence[str],
+    env: dict[str, str],
+    timeout: float,
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        "ip",
+        "netns",
+        "exec",
+        cluster.head_ns,
+        "env",
+        "-i",
+        *[f"{k}={v}" for k, v in env.items()],
+        *argv,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 def _node_ips(cluster: object, job_server: str, env: dict[str, str]) -> dict[str, str]:
     """Node id -> node address of the live nodes, from Ray's state API (token required)."""
-    proc = _in_head(cluster, ["ray", "list", "nodes", "--format", "json", "--address",
-                              job_server], env, 120)
+    proc = _in_head(
+        cluster, ["ray", "list", "nodes", "--format", "json", "--address", job_server], env, 120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return {n["node_id"]: n["node_ip"] for n in json.loads(proc.stdout)
-            if n["state"] == "ALIVE"}
+    return {n["node_id"]: n["node_ip"] for n in json.loads(proc.stdout) if n["state"] == "ALIVE"}
 
 
 def _files_containing(root: Path, secret: bytes) -> list[str]:
@@ -210,21 +273,28 @@ def _database_text(admin_url: str) -> str:
     engine = sa.create_engine(admin_url)
     try:
         with engine.connect() as conn:
-            tables = conn.execute(sa.text(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars().all()
-            return "\n".join(str(conn.execute(sa.text(f'SELECT * FROM "{t}"')).all())
-                             for t in tables)
+            tables = (
+                conn.execute(sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))
+                .scalars()
+                .all()
+            )
+            return "\n".join(
+                str(conn.execute(sa.text(f'SELECT * FROM "{t}"')).all()) for t in tables
+            )
     finally:
         engine.dispose()
 
 
 def test_study_submitted_as_a_ray_job_runs_on_both_nodes_without_leaking_the_password(
-    pg_roles: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    pg_roles: SimpleNamespace,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _helpers()
     url = make_url(pg_roles.writer_url).set(
-        host="localhost", port=None, query={"host": _socket_dir(pg_roles.admin_url)})
+        host="localhost", port=None, query={"host": _socket_dir(pg_roles.admin_url)}
+    )
     url_file = tmp_path / "writer_db_url"
     url_file.write_text(url.render_as_string(hide_password=False))
     url_file.chmod(0o600)
@@ -232,42 +302,120 @@ def test_study_submitted_as_a_ray_job_runs_on_both_nodes_without_leaking_the_pas
     secret = pg_roles.writer_password
     submission = f"deploy-test-{uuid.uuid4().hex[:8]}"
 
-    with job_cluster({"INSGD_STORAGE_FILE": str(url_file)}) as cluster, \
-            SecretWatch(secret) as watch:
+    watch = SecretWatch(secret)
+    watch.selftest()
+    with job_cluster({"INSGD_STORAGE_FILE": str(url_file)}) as cluster, watch:
         job_server = f"http://{cluster.head_ip}:{DASHBOARD_PORT}"
         client_env = {k: v for k, v in cluster.env.items() if k != "HOME"}
         client_env["HOME"] = str(tmp_path / "home")  # no ~/.ray/auth_token to fall back on
         (tmp_path / "home").mkdir()
 
         # Ray's token authentication: no token, a wrong token, the right one.
-        no_token = {k: v for k, v in client_env.items()
-                    if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
-        denied = _in_head(cluster, ["ray", "job", "list", "--address", job_server],
-                          no_token, 120)
+        no_token = {
+            k: v for k, v in client_env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")
+        }
+        denied = _in_head(cluster, ["ray", "job", "list", "--address", job_server], no_token, 120)
         assert denied.returncode != 0 and "Missing authentication token" in denied.stderr
-        wrong = _in_head(cluster, ["ray", "job", "list", "--address", job_server],
-                         {**client_env, "RAY_AUTH_TOKEN": "0" * 32}, 120)
+        wrong = _in_head(
+            cluster,
+            ["ray", "job", "list", "--address", job_server],
+            {**client_env, "RAY_AUTH_TOKEN": "0" * 32},
+            120,
+        )
         assert wrong.returncode != 0 and "Invalid authentication token" in wrong.stderr
 
+        # A driver joining directly (launch --address) without the token: refused, exit 2.
+        # It mostly waits on Ray's connection retries, so it runs beside the job below.
+        tokenless = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                cluster.head_ns,
+                "env",
+                "-i",
+                *[f"{k}={v}" for k, v in no_token.items()],
+                "insgd-study",
+                "launch",
+                "--address",
+                cluster.address,
+                "--name",
+                "denied",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp",
+                "--epochs",
+                "1",
+                "--storage",
+                f"sqlite:///{tmp_path / 'denied.db'}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+
         # The README's command: ray job submit --runtime-env ... --working-dir . -- launch
-        submit = _in_head(cluster, [
-            "ray", "job", "submit", "--address", job_server, "--submission-id", submission,
-            "--runtime-env", "deploy/ray/job-runtime-env.yaml", "--working-dir", ".", "--",
-            "insgd-study", "launch", "--name", STUDY, "--dataset", "digits", "--model", "mlp",
-            "--epochs", "1", "--norms", "none", "--lr-points", "2", "--cpus-per-trial", "1",
-            "--results-dir", str(results),
-        ], client_env, 420)
+        submit = _in_head(
+            cluster,
+            [
+                "ray",
+                "job",
+                "submit",
+                "--address",
+                job_server,
+                "--submission-id",
+                submission,
+                "--runtime-env",
+                "deploy/ray/job-runtime-env.yaml",
+                "--working-dir",
+                ".",
+                "--",
+                "insgd-study",
+                "launch",
+                "--name",
+                STUDY,
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp",
+                "--epochs",
+                "1",
+                "--norms",
+                "none",
+                "--lr-points",
+                "2",
+                "--cpus-per-trial",
+                "1",
+                "--results-dir",
+                str(results),
+            ],
+            client_env,
+            420,
+        )
         output = submit.stdout + submit.stderr
         assert submit.returncode == 0, output[-4000:]
         assert f"Job '{submission}' succeeded" in output, output[-2000:]
 
-        listed = _in_head(cluster, ["ray", "job", "list", "--address", job_server],
-                          client_env, 120)
+        listed = _in_head(cluster, ["ray", "job", "list", "--address", job_server], client_env, 120)
         assert listed.returncode == 0 and submission in listed.stdout, listed.stderr[-1000:]
-        logs = _in_head(cluster, ["ray", "job", "logs", "--address", job_server, submission],
-                        client_env, 120)
+        logs = _in_head(
+            cluster, ["ray", "job", "logs", "--address", job_server, submission], client_env, 120
+        )
         assert f"study '{STUDY}'" in logs.stdout, logs.stdout[-2000:]
         nodes = _node_ips(cluster, job_server, client_env)
+        _, tokenless_err = tokenless.communicate(timeout=300)
+        assert tokenless.returncode == 2, tokenless_err[-2000:]
+        # (Ray's C++ client prints its own "Authentication token is missing or incorrect"
+        # warnings while it retries; the command's verdict is the last line.)
+        assert (
+            tokenless_err.strip()
+            .splitlines()[-1]
+            .startswith(
+                f"insgd-study launch: error: cannot join the Ray cluster at {cluster.address}"
+            )
+        ), tokenless_err[-2000:]
         watch.scan()
         ray_files = _files_containing(cluster.temp_dir, secret.encode())
 
@@ -275,11 +423,16 @@ def test_study_submitted_as_a_ray_job_runs_on_both_nodes_without_leaking_the_pas
     engine = sa.create_engine(pg_roles.admin_url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(sa.text(
-                "SELECT t.state, t.node_id FROM insgd_trials t JOIN insgd_studies s "
-                "ON s.id = t.study_id WHERE s.name = :n"), {"n": STUDY}).all()
-            owner = conn.execute(sa.text(
-                "SELECT tableowner FROM pg_tables WHERE tablename = 'insgd_trials'")).scalar()
+            rows = conn.execute(
+                sa.text(
+                    "SELECT t.state, t.node_id FROM insgd_trials t JOIN insgd_studies s "
+                    "ON s.id = t.study_id WHERE s.name = :n"
+                ),
+                {"n": STUDY},
+            ).all()
+            owner = conn.execute(
+                sa.text("SELECT tableowner FROM pg_tables WHERE tablename = 'insgd_trials'")
+            ).scalar()
     finally:
         engine.dispose()
     # two trials, one CPU per node and per trial: they ran at once, so on different nodes
@@ -290,7 +443,9 @@ def test_study_submitted_as_a_ray_job_runs_on_both_nodes_without_leaking_the_pas
     # The password went nowhere but the file it came from.
     assert watch.scans >= 3 and watch.hits == [], watch.hits
     assert secret not in output + listed.stdout + logs.stdout + logs.stderr
-    assert ray_files == [] and _files_containing(results, secret.encode()) == []
+    assert ray_files == []
+    # in the test's folder (Tune's results and checkpoints included) only the URL file has it
+    assert _files_containing(tmp_path, secret.encode()) == [str(url_file)]
     assert secret not in _database_text(pg_roles.admin_url)
 
     from study.cli import main

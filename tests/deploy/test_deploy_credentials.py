@@ -63,8 +63,16 @@ def test_password_from_a_config_file_is_allowed() -> None:
     assert resolve_storage_url(url, {}, from_command_line=False) == url
 
 
-@pytest.mark.parametrize("url", [PG, "sqlite:///studies.db", "sqlite:////abs/p.db",
-                                 "postgresql://db/insgd", "postgresql://u@db/x?sslmode=require"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        PG,
+        "sqlite:///studies.db",
+        "sqlite:////abs/p.db",
+        "postgresql://db/insgd",
+        "postgresql://u@db/x?sslmode=require",
+    ],
+)
 def test_urls_without_password_pass(url: str) -> None:
     assert not url_has_password(url)
     assert resolve_storage_url(url, {}) == url
@@ -114,7 +122,9 @@ def test_unreadable_url_file(tmp_path: Path) -> None:
     "command", ["query", "report --study s", "dashboard", "launch", "db upgrade"]
 )
 def test_cli_refuses_password_in_storage_with_exit_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
     command: str,
 ) -> None:
     """Every command that opens the database: one line on stderr, exit 2, nothing written,

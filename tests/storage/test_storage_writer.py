@@ -135,7 +135,10 @@ def test_finish_trial_derives_missing_summary_from_epochs(sqlite_engine, make_ep
 def test_fail_running_trials_marks_only_running_ones(sqlite_engine) -> None:
     writer = storage.ResultWriter(sqlite_engine)
     writer.create_study("s", {}, "v")
-    writer.start_trial("s", 0, {"lr": 0.1})
+    writer.start_trial("s", 0, {"lr": 0.1, "started_at": None})  # None: "now"
+    first_start = queries.list_trials(sqlite_engine, "s")[0].started_at
+    writer.start_trial("s", 0, {"hostname": "h"})  # a later update keeps the start time
+    assert queries.list_trials(sqlite_engine, "s")[0].started_at == first_start
     writer.start_trial("s", 2, {"lr": 0.2})
     writer.start_trial("s", 1, {"lr": 0.3})
     writer.finish_trial("s", 1, {})
@@ -144,6 +147,7 @@ def test_fail_running_trials_marks_only_running_ones(sqlite_engine) -> None:
     states = {r.trial_number: (r.state, r.error) for r in queries.list_trials(sqlite_engine, "s")}
     assert states[1] == ("COMPLETE", None)
     assert states[0][0] == states[2][0] == "FAIL" and "stopped" in states[0][1]
+    assert all(r.started_at and r.finished_at for r in queries.list_trials(sqlite_engine, "s"))
 
 
 def test_bad_input_is_a_storage_error_and_writes_nothing(sqlite_engine, make_epoch) -> None:

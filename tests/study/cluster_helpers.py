@@ -71,18 +71,39 @@ class Cluster:
         env = [f"{k}={v}" for k, v in self.env.items()]
         return ["ip", "netns", "exec", namespace, "env", *env, *argv]
 
-    def run_in_head(self, argv: Sequence[str], *, timeout: float = 300,
-                    cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess:
+    def run_in_head(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 300,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> subprocess.CompletedProcess:
         """Run a driver (e.g. `insgd-study launch --address ...`) in the head's namespace."""
-        return subprocess.run(self.command(self.head_ns, argv), capture_output=True,
-                              text=True, timeout=timeout, cwd=cwd)
+        return subprocess.run(
+            self.command(self.head_ns, argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+        )
 
     def alive_nodes(self) -> int:
-        code = ("import ray; ray.init(address='auto', logging_level='ERROR'); "
-                "print(sum(1 for n in ray.nodes() if n['Alive']))")
+        code = (
+            "import ray; ray.init(address='auto', logging_level='ERROR'); "
+            "print(sum(1 for n in ray.nodes() if n['Alive']))"
+        )
         env = {**self.env, "RAY_ADDRESS": self.address}
-        argv = ["ip", "netns", "exec", self.head_ns, "env",
-                *[f"{k}={v}" for k, v in env.items()], sys.executable, "-c", code]
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            self.head_ns,
+            "env",
+            *[f"{k}={v}" for k, v in env.items()],
+            sys.executable,
+            "-c",
+            code,
+        ]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         lines = proc.stdout.strip().splitlines()
         return int(lines[-1]) if proc.returncode == 0 and lines else 0
@@ -97,12 +118,17 @@ def _ray_bin() -> str:
 
 
 def _wait_port(cluster: Cluster, deadline: float) -> None:
-    probe = (f"import socket; socket.create_connection(('{cluster.head_ip}', {RAY_PORT}), 1)")
+    probe = f"import socket; socket.create_connection(('{cluster.head_ip}', {RAY_PORT}), 1)"
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in cluster.procs):
             raise RuntimeError("a `ray start` exited early: " + _tail(cluster))
-        ok = subprocess.run(["ip", "netns", "exec", cluster.head_ns, sys.executable, "-c",
-                             probe], capture_output=True).returncode == 0
+        ok = (
+            subprocess.run(
+                ["ip", "netns", "exec", cluster.head_ns, sys.executable, "-c", probe],
+                capture_output=True,
+            ).returncode
+            == 0
+        )
         if ok:
             return
         time.sleep(0.5)
@@ -120,8 +146,10 @@ def ray_cluster(*, cpus_per_node: int = 1, gpus_per_node: int = 0) -> Iterator[C
     tag = secrets.token_hex(3)
     octets = secrets.randbelow(200) + 20, secrets.randbelow(250) + 1
     cluster = Cluster(
-        head_ns=f"insgd-h-{tag}", worker_ns=f"insgd-w-{tag}",
-        head_ip=f"10.{octets[0]}.{octets[1]}.1", worker_ip=f"10.{octets[0]}.{octets[1]}.2",
+        head_ns=f"insgd-h-{tag}",
+        worker_ns=f"insgd-w-{tag}",
+        head_ip=f"10.{octets[0]}.{octets[1]}.1",
+        worker_ip=f"10.{octets[0]}.{octets[1]}.2",
         env={
             "PATH": os.environ.get("PATH", ""),
             "RAY_AUTH_MODE": "token",
@@ -140,32 +168,84 @@ def ray_cluster(*, cpus_per_node: int = 1, gpus_per_node: int = 0) -> Iterator[C
         _ip("link", "set", veth_head, "netns", cluster.head_ns)
         _ip("link", "set", veth_worker, "netns", cluster.worker_ns)
         _ip("-n", cluster.head_ns, "addr", "add", f"{cluster.head_ip}/24", "dev", veth_head)
-        _ip("-n", cluster.worker_ns, "addr", "add", f"{cluster.worker_ip}/24", "dev",
-            veth_worker)
+        _ip("-n", cluster.worker_ns, "addr", "add", f"{cluster.worker_ip}/24", "dev", veth_worker)
         for ns, dev in ((cluster.head_ns, veth_head), (cluster.worker_ns, veth_worker)):
             _ip("-n", ns, "link", "set", "lo", "up")
             _ip("-n", ns, "link", "set", dev, "up")
-        _ip("-n", cluster.head_ns, "route", "add", "default", "via", cluster.worker_ip,
-            "dev", veth_head)
-        _ip("-n", cluster.worker_ns, "route", "add", "default", "via", cluster.head_ip,
-            "dev", veth_worker)
+        _ip(
+            "-n",
+            cluster.head_ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            cluster.worker_ip,
+            "dev",
+            veth_head,
+        )
+        _ip(
+            "-n",
+            cluster.worker_ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            cluster.head_ip,
+            "dev",
+            veth_worker,
+        )
 
-        common = ["--num-cpus", str(cpus_per_node), "--num-gpus", str(gpus_per_node),
-                  "--temp-dir", str(cluster.temp_dir), "--block", "--disable-usage-stats"]
-        head = [_ray_bin(), "start", "--head", "--node-ip-address", cluster.head_ip,
-                "--port", str(RAY_PORT), "--include-dashboard", "false", *common]
-        worker = [_ray_bin(), "start", "--address", cluster.address, "--node-ip-address",
-                  cluster.worker_ip, *common]
+        common = [
+            "--num-cpus",
+            str(cpus_per_node),
+            "--num-gpus",
+            str(gpus_per_node),
+            "--temp-dir",
+            str(cluster.temp_dir),
+            "--block",
+            "--disable-usage-stats",
+        ]
+        head = [
+            _ray_bin(),
+            "start",
+            "--head",
+            "--node-ip-address",
+            cluster.head_ip,
+            "--port",
+            str(RAY_PORT),
+            "--include-dashboard",
+            "false",
+            *common,
+        ]
+        worker = [
+            _ray_bin(),
+            "start",
+            "--address",
+            cluster.address,
+            "--node-ip-address",
+            cluster.worker_ip,
+            *common,
+        ]
         deadline = time.monotonic() + START_TIMEOUT_S
         with open(cluster.temp_dir / "head.log", "w") as log:
-            cluster.procs.append(subprocess.Popen(
-                cluster.command(cluster.head_ns, head), stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True))
+            cluster.procs.append(
+                subprocess.Popen(
+                    cluster.command(cluster.head_ns, head),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         _wait_port(cluster, deadline)
         with open(cluster.temp_dir / "worker.log", "w") as log:
-            cluster.procs.append(subprocess.Popen(
-                cluster.command(cluster.worker_ns, worker), stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True))
+            cluster.procs.append(
+                subprocess.Popen(
+                    cluster.command(cluster.worker_ns, worker),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         while cluster.alive_nodes() < 2:
             if time.monotonic() > deadline or any(p.poll() is not None for p in cluster.procs):
                 raise RuntimeError("the worker node did not join: " + _tail(cluster))
@@ -177,6 +257,7 @@ def ray_cluster(*, cpus_per_node: int = 1, gpus_per_node: int = 0) -> Iterator[C
 
 def _teardown(cluster: Cluster, veth_head: str) -> None:
     """Stop only this cluster's processes (by id), then remove its namespaces and files."""
+
     def ours() -> list[int]:
         pids = set()
         for proc in cluster.procs:

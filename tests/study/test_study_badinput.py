@@ -105,8 +105,9 @@ def test_bad_toml(capsys, tmp_path, text, needles):
 
 
 def test_missing_config_file(capsys, tmp_path):
-    code, err = launch(capsys, str(tmp_path / "nope.toml"),
-                       "--storage", f"sqlite:///{tmp_path / 'x.db'}")
+    code, err = launch(
+        capsys, str(tmp_path / "nope.toml"), "--storage", f"sqlite:///{tmp_path / 'x.db'}"
+    )
     assert_refused(code, err, "config file not found", "nope.toml")
     assert not (tmp_path / "x.db").exists()
 
@@ -125,8 +126,17 @@ def test_missing_dataset_files(capsys, tmp_path):
     empty = tmp_path / "data"
     empty.mkdir()
     db = tmp_path / "x.db"
-    code, err = launch(capsys, "--dataset", "cifar10", "--model", "toy-cnn",
-                       "--data-dir", str(empty), "--storage", f"sqlite:///{db}")
+    code, err = launch(
+        capsys,
+        "--dataset",
+        "cifar10",
+        "--model",
+        "toy-cnn",
+        "--data-dir",
+        str(empty),
+        "--storage",
+        f"sqlite:///{db}",
+    )
     assert_refused(code, err, "cifar", str(empty))
     assert not db.exists()
 
@@ -149,8 +159,12 @@ def test_existing_name_with_another_configuration(capsys, tmp_path):
     stored = merge(flags={"name": "s1", "epochs": 4}).config.study_dict()
     writer.create_study("s1", stored, "test")
     code, err = launch(capsys, "--storage", url, "--name", "s1", "--epochs", "5")
-    assert_refused(code, err, "study 's1' already exists with a different configuration",
-                   "epochs: stored 4, given 5")
+    assert_refused(
+        code,
+        err,
+        "study 's1' already exists with a different configuration",
+        "epochs: stored 4, given 5",
+    )
     # with --resume the study continues as stored, so a flag contradicting it is refused too
     code, err = launch(capsys, "--storage", url, "--name", "s1", "--epochs", "5", "--resume")
     assert_refused(code, err, "--resume continues study 's1' as stored", "epochs")
@@ -166,9 +180,20 @@ def test_refusal_as_a_real_process(tmp_path):
     """The console entry point: exit status 2, one line, no Ray, no database file."""
     db = tmp_path / "x.db"
     proc = subprocess.run(
-        [sys.executable, "-m", "study", "launch", "--norms", "none,sgd",
-         "--storage", f"sqlite:///{db}"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "study",
+            "launch",
+            "--norms",
+            "none,sgd",
+            "--storage",
+            f"sqlite:///{db}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == (

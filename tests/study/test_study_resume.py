@@ -27,13 +27,38 @@ pytestmark = pytest.mark.slow
 
 def test_resume_after_the_driver_is_killed(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    base = [sys.executable, "-m", "study", "launch", "--storage", url, "--name", "crash",
-            "--results-dir", str(tmp_path / "ray")]
-    study = ["--norms", "none,l2", "--lr-points", "2", "--lr-min", "0.01", "--lr-max", "0.3",
-             "--epochs", "5", "--batch-size", "16", "--max-concurrent", "1"]
+    base = [
+        sys.executable,
+        "-m",
+        "study",
+        "launch",
+        "--storage",
+        url,
+        "--name",
+        "crash",
+        "--results-dir",
+        str(tmp_path / "ray"),
+    ]
+    study = [
+        "--norms",
+        "none,l2",
+        "--lr-points",
+        "2",
+        "--lr-min",
+        "0.01",
+        "--lr-max",
+        "0.3",
+        "--epochs",
+        "5",
+        "--batch-size",
+        "16",
+        "--max-concurrent",
+        "1",
+    ]
     log = open(tmp_path / "first.log", "w")
-    driver = subprocess.Popen(base + study, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    driver = subprocess.Popen(
+        base + study, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     tree: set[int] = set()
     try:
         deadline = time.monotonic() + 240
@@ -65,8 +90,13 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     assert killed, "nothing was RUNNING when the driver died"
     kept = {n: r for n, r in before.items() if r.state == "COMPLETE"}
 
-    proc = subprocess.run(base + ["--resume"], cwd=REPO, capture_output=True, text=True,
-                          timeout=400)
+    proc = subprocess.run(
+        base + ["--resume", "--max-concurrent", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"marked {len(killed)} trial(s) left RUNNING as FAIL" in proc.stdout
     assert "4/4 trials finished" in proc.stdout
@@ -83,8 +113,11 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     for number in killed:
         failed = after[number]
         assert failed.state == "FAIL" and failed.error
-        rerun = [r for r in complete if (r.norm, r.lr, r.eps, r.seed) ==
-                 (failed.norm, failed.lr, failed.eps, failed.seed)]
+        rerun = [
+            r
+            for r in complete
+            if (r.norm, r.lr, r.eps, r.seed) == (failed.norm, failed.lr, failed.eps, failed.seed)
+        ]
         assert len(rerun) == 1 and rerun[0].trial_number > max(before)
     for number, row in kept.items():
         assert after[number].state == "COMPLETE"

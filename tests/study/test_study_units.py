@@ -35,8 +35,9 @@ def test_defaults_are_the_default_study():
 def test_precedence_preset_toml_flags(tmp_path):
     path = tmp_path / "study.toml"
     path.write_text('epochs = 3\nlr-max = 1.0\nnorms = ["none", "l2"]\n[train]\nmomentum = 0.5\n')
-    merged = merge(preset={"epochs": 2, "batch_size": 16}, toml=load_toml(path),
-                   flags={"lr_max": 0.5})
+    merged = merge(
+        preset={"epochs": 2, "batch_size": 16}, toml=load_toml(path), flags={"lr_max": 0.5}
+    )
     config = merged.config
     assert config.batch_size == 16  # preset
     assert config.epochs == 3  # TOML beats preset
@@ -114,8 +115,16 @@ def test_resume_keeps_the_stored_study_and_refuses_conflicting_flags():
 
 
 def test_grid_points_are_exact_and_eps_is_insgd_only():
-    config = merge(flags={"lr_points": 3, "eps_points": 2, "lr_min": 0.01, "lr_max": 1.0,
-                          "eps_min": 0.001, "eps_max": 0.1}).config
+    config = merge(
+        flags={
+            "lr_points": 3,
+            "eps_points": 2,
+            "lr_min": 0.01,
+            "lr_max": 1.0,
+            "eps_min": 0.001,
+            "eps_max": 0.1,
+        }
+    ).config
     points = grid_points(config)
     assert len(points) == config.target_trials == 3 * (1 + 2 * 2)
     assert len({(p.norm, p.lr, p.eps) for p in points}) == len(points)
@@ -147,11 +156,22 @@ def test_every_sampler_builds():
 
 def _searcher(config, **kwargs):
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    inner = StudyOptunaSearch(define_space(config), metric=METRIC, mode="max",
-                              sampler=make_sampler(config), study_name="unit")
+    inner = StudyOptunaSearch(
+        define_space(config),
+        metric=METRIC,
+        mode="max",
+        sampler=make_sampler(config),
+        study_name="unit",
+    )
     plan = make_plan(config, kwargs.pop("rows", []), {})
-    search = SeededSearch(inner, config, fixed=plan.groups, sample=plan.sample,
-                          budget=plan.budget, first_number=plan.first_number)
+    search = SeededSearch(
+        inner,
+        config,
+        fixed=plan.groups,
+        sample=plan.sample,
+        budget=plan.budget,
+        first_number=plan.first_number,
+    )
     return search, inner
 
 
@@ -197,9 +217,17 @@ def test_seeded_search_counts_divergence_as_zero_and_errors_as_fail():
 
 
 def _row(number, state, norm, lr, eps, seed, acc=0.5, diverged=False):
-    return SimpleNamespace(trial_number=number, state=state, norm=norm, lr=lr, eps=eps,
-                           seed=seed, final_val_accuracy=acc, diverged=diverged,
-                           epochs_completed=2)
+    return SimpleNamespace(
+        trial_number=number,
+        state=state,
+        norm=norm,
+        lr=lr,
+        eps=eps,
+        seed=seed,
+        final_val_accuracy=acc,
+        diverged=diverged,
+        epochs_completed=2,
+    )
 
 
 def test_plan_resumes_a_grid_with_missing_seeds_and_new_numbers():
@@ -249,5 +277,94 @@ def test_study_dict_round_trips_through_json():
     config = merge(flags={"norms": ("l1", "none")}).config
     stored = json.loads(json.dumps(config.study_dict()))
     assert config.differences(stored) == []
-    assert StudyConfig(**{**{k: v for k, v in stored.items() if k != "norms"},
-                          "norms": tuple(stored["norms"])}).norms == ("l1", "none")
+    assert StudyConfig(
+        **{**{k: v for k, v in stored.items() if k != "norms"}, "norms": tuple(stored["norms"])}
+    ).norms == ("l1", "none")
+
+
+def test_qmc_and_random_sample_the_conditional_space():
+    for name in ("qmc", "random"):
+        config = merge(flags={"trials": 16, "sampler": name, "sampler_seed": 0}).config
+        study = optuna.create_study(sampler=make_sampler(config), direction="maximize")
+        for _ in range(16):
+            trial = study.ask()
+            define_space(config)(trial)
+            assert ("eps" in trial.params) == (trial.params["norm"] != "none")
+            if "eps" in trial.params:
+                assert config.eps_min <= trial.params["eps"] <= config.eps_max
+            study.tell(trial, trial.params["lr"])
+        assert len({t.params["lr"] for t in study.trials}) == 16
+
+
+def _fake_trial(number, norm, last, error=None):
+    from trainers.config import TrainConfig
+
+    optimizer = "sgd" if norm == "none" else "insgd"
+    train = TrainConfig(
+        optimizer=optimizer, norm="l2" if norm == "none" else norm, lr=0.1, epochs=3, seed=1
+    ).to_dict()
+    return SimpleNamespace(
+        trial_id=f"t{number}",
+        num_failures=0,
+        last_result=last,
+        config={
+            "trial_number": number,
+            "norm": norm,
+            "variant": "x",
+            "optuna_trial": number,
+            "train": train,
+        },
+        get_pickled_error=lambda: error,
+        get_error=lambda: None,
+    )
+
+
+def test_recorder_writes_complete_pruned_and_failed_trials(tmp_path):
+    import storage
+    from study.recorder import Recorder
+
+    engine = storage.open_database(f"sqlite:///{tmp_path / 'r.db'}")
+    writer = storage.ResultWriter(engine)
+    writer.create_study("r", {"x": 1}, "test")
+    recorder = Recorder(writer, "r", epochs_planned=3)
+    where = {"node_id": "node-a", "hostname": "host-a", "device_name": "cpu (test)"}
+
+    def epoch(n, acc, diverged=False):
+        return {
+            "epoch": n,
+            "train_loss": 1.0,
+            "train_accuracy": acc,
+            "val_loss": 1.0,
+            "val_accuracy": acc,
+            "lr": 0.1,
+            "epoch_seconds": 0.1,
+            "images_per_second": 10.0,
+            "diverged": diverged,
+            "time_total_s": n * 0.1,
+            **where,
+        }
+
+    cases = [
+        (0, "none", [epoch(1, 0.5), epoch(2, 0.6), epoch(3, 0.7)], None),  # finished
+        (1, "l2", [epoch(1, 0.2)], None),  # stopped by the scheduler after 1 of 3 epochs
+        (2, "l1", [epoch(1, 0.1, diverged=True)], None),  # diverged: ends early, COMPLETE
+        (3, "l2", [epoch(1, 0.4)], RuntimeError("Traceback ...\nValueError: boom")),
+    ]
+    for number, norm, results, error in cases:
+        trial = _fake_trial(number, norm, results[-1], error)
+        recorder.on_trial_start(0, [], trial)
+        for result in results:
+            recorder.on_trial_result(0, [], trial, result)
+        if error is None:
+            recorder.on_trial_complete(0, [], trial)
+        else:
+            recorder.on_trial_error(0, [], trial)
+    rows = {r.trial_number: r for r in storage.queries.list_trials(engine, "r")}
+    assert rows[0].state == "COMPLETE" and rows[0].epochs_completed == 3
+    assert rows[0].final_val_accuracy == 0.7 and rows[0].eps is None and rows[0].seed == 1
+    assert (rows[0].node_id, rows[0].hostname, rows[0].device_name) == tuple(where.values())
+    assert rows[1].state == "PRUNED" and rows[1].stopped_early and rows[1].epochs_completed == 1
+    assert rows[2].state == "COMPLETE" and rows[2].diverged and not rows[2].stopped_early
+    assert rows[3].state == "FAIL" and "ValueError: boom" in rows[3].error
+    assert rows[3].eps == pytest.approx(0.01) and rows[3].norm == "l2"
+    assert all(r.params["worker_failures"] == 0 for r in rows.values())

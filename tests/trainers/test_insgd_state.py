@@ -69,6 +69,7 @@ def test_invalid_arguments_raise_value_error_naming_the_value(kwargs: dict, name
     lr = args.pop("lr")
     with pytest.raises(ValueError, match=named.replace(".", r"\.").replace("-", r"\-")) as info:
         INSGD(nn.Linear(2, 2), lr, **args)
+    assert next(iter(kwargs)) in str(info.value)  # names the argument too
     assert "\n" not in str(info.value)
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 import torch
 
+import trainers
 from trainers import EpochMetrics, TrainConfig, train
 from trainers.train import resolve_device, setup_trial
 
@@ -123,3 +126,15 @@ def test_auto_device_is_cuda_when_available() -> None:
 def test_unknown_model_or_dataset_is_a_value_error(field: str, value: str) -> None:
     with pytest.raises(ValueError, match=value):
         train(replace(TINY, **{field: value}))
+
+
+def test_package_import_is_light_and_train_is_callable_either_way() -> None:
+    code = (
+        "import sys, trainers; assert 'torch' not in sys.modules, 'torch imported'; "
+        "from trainers import TrainConfig; TrainConfig(lr=0.5)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    import trainers.train as module
+
+    assert trainers.train is module and callable(module) and callable(module.train)

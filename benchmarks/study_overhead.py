@@ -1,0 +1,230 @@
+"""What `insgd-study launch` costs per trial on top of a bare Ray Tune loop.
+
+Runs the same N trivial trials (digits + mlp, 1 epoch) twice on one local Ray:
+
+1. through `insgd-study launch` (in-process `study.cli.main`, the real command: Optuna
+   asks/tells on its RDB storage, the driver writes every trial and epoch to the results
+   database, each epoch is checkpointed, progress lines are printed);
+2. through a bare `Tuner` over the same configurations: a function trainable calling
+   `trainers.train` with `tune.report`, no search algorithm, no database, no checkpoints.
+
+Both use actor reuse, the same resources and one trial at a time (so a trial's overhead
+is not hidden behind another's work). Reported per trial:
+
+- total overhead = (wall time of the run - training work) / N, where the work is the sum
+  of the trainer's own epoch times; it includes starting the trial actor and importing
+  torch there once per run;
+- steady overhead = the median gap between consecutive trial completions minus the
+  trial's work (trials 2..N: the cost of one more trial on a warm, reused actor).
+
+Usage: python benchmarks/study_overhead.py [--trials 20] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def bare_trial(config: dict[str, Any]) -> None:
+    """The bare Tune trainable: train and report each epoch, nothing else."""
+    from ray import tune
+
+    from trainers.config import TrainConfig
+    from trainers.train import train
+
+    train(TrainConfig.from_dict(config["train"]), lambda m: tune.report(m.to_dict()))
+
+
+def run_launch(
+    url: str, workdir: Path, trials: int, epochs: int, batch_size: int
+) -> tuple[float, list[dict[str, Any]]]:
+    """`insgd-study launch` with N random-search trials; returns wall time and the trials."""
+    import storage
+    from study import cli
+
+    argv = [
+        "launch",
+        "--storage",
+        url,
+        "--name",
+        "overhead",
+        "--sampler",
+        "random",
+        "--sampler-seed",
+        "0",
+        "--trials",
+        str(trials),
+        "--norms",
+        "none,l2",
+        "--lr-min",
+        "0.01",
+        "--lr-max",
+        "0.1",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        str(batch_size),
+        "--max-concurrent",
+        "1",
+        "--results-dir",
+        str(workdir / "launch"),
+    ]
+    started = time.perf_counter()
+    with redirect_stdout(io.StringIO()):
+        code = cli.main(argv)
+    wall = time.perf_counter() - started
+    if code != 0:
+        raise SystemExit(f"launch failed with exit code {code}")
+    engine = storage.open_database(url)
+    epochs_by_trial: dict[int, float] = {}
+    for row in storage.queries.study_epochs(engine, "overhead"):
+        epochs_by_trial[row.trial_number] = epochs_by_trial.get(row.trial_number, 0.0) + (
+            row.epoch_seconds or 0.0
+        )
+    out = []
+    for row in storage.queries.list_trials(engine, "overhead", order_by="trial_number"):
+        out.append(
+            {
+                "work": epochs_by_trial.get(row.trial_number, 0.0),
+                "done": row.finished_at.timestamp(),
+                "params": row.params,
+            }
+        )
+    return wall, out
+
+
+def run_bare(configs: list[dict[str, Any]], workdir: Path) -> tuple[float, list[dict[str, Any]]]:
+    """A bare Tuner over the same TrainConfigs; a callback only notes completion times."""
+    from ray import tune
+
+    done: dict[str, float] = {}
+    work: dict[str, float] = {}
+
+    class Times(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            work[trial.trial_id] = work.get(trial.trial_id, 0.0) + result["epoch_seconds"]
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            done[trial.trial_id] = time.time()
+
+    started = time.perf_counter()
+    tuner = tune.Tuner(
+        tune.with_resources(bare_trial, {"cpu": 1}),
+        param_space={"train": tune.grid_search(configs)},
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=1),
+        run_config=tune.RunConfig(
+            name="bare", storage_path=str(workdir / "bare"), verbose=0, callbacks=[Times()]
+        ),
+    )
+    tuner.fit()
+    wall = time.perf_counter() - started
+    return wall, [{"work": work[t], "done": done[t]} for t in sorted(done, key=done.get)]
+
+
+def summarize(wall: float, trials: list[dict[str, Any]]) -> dict[str, float]:
+    work = sum(t["work"] for t in trials)
+    done = sorted(t["done"] for t in trials)
+    gaps = [b - a - t["work"] for a, b, t in zip(done, done[1:], trials[1:], strict=False)]
+    return {
+        "trials": len(trials),
+        "wall_s": wall,
+        "work_s": work,
+        "total_overhead_per_trial_s": (wall - work) / len(trials),
+        "steady_overhead_per_trial_s": statistics.median(gaps) if gaps else float("nan"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    import ray
+
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    # Imports both runs need (Tune, the trainer) are paid before either is timed, so the
+    # first run is not charged for the second's imports.
+    import ray.tune  # noqa: F401
+
+    import trainers.train  # noqa: F401
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="insgd-overhead-") as tmp:
+            workdir = Path(tmp)
+            url = f"sqlite:///{workdir / 'studies.db'}"
+            launch_wall, launch_trials = run_launch(
+                url, workdir, args.trials, args.epochs, args.batch_size
+            )
+            keys = (
+                "dataset",
+                "model",
+                "data_dir",
+                "optimizer",
+                "norm",
+                "eps",
+                "lr",
+                "epochs",
+                "batch_size",
+                "seed",
+                "device",
+            )
+            configs = [{k: t["params"][k] for k in keys} for t in launch_trials]
+            logging.getLogger("ray").setLevel(logging.ERROR)
+            bare_wall, bare_trials = run_bare(configs, workdir)
+    finally:
+        ray.shutdown()
+    ours, bare = summarize(launch_wall, launch_trials), summarize(bare_wall, bare_trials)
+    result = {
+        "insgd_study_launch": ours,
+        "bare_tuner": bare,
+        "total_overhead_ratio": ours["total_overhead_per_trial_s"]
+        / bare["total_overhead_per_trial_s"],
+        "steady_overhead_ratio": ours["steady_overhead_per_trial_s"]
+        / bare["steady_overhead_per_trial_s"],
+        "cpus": os.cpu_count(),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"{args.trials} trials of digits + mlp, {args.epochs} epoch(s), one at a time, "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(f"{'':24}{'wall s':>8}{'work s':>8}{'overhead/trial s':>18}{'steady/trial s':>16}")
+    for label, row in (("insgd-study launch", ours), ("bare Tuner", bare)):
+        print(
+            f"{label:24}{row['wall_s']:8.1f}{row['work_s']:8.1f}"
+            f"{row['total_overhead_per_trial_s']:18.3f}"
+            f"{row['steady_overhead_per_trial_s']:16.3f}"
+        )
+    print(
+        f"ratio (ours / bare): total {result['total_overhead_ratio']:.2f}x, "
+        f"steady {result['steady_overhead_ratio']:.2f}x"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
