@@ -9,10 +9,9 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+# deploy/install.sh is the one install recipe: the Docker image runs it too.
+$(STAMP): pyproject.toml deploy/install.sh
+	deploy/install.sh $(VENV)
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -104,14 +104,6 @@ class StudyOptunaSearch(OptunaSearch):
         trial = self._ot_trials.get(key)
         return None if trial is None else int(trial.number)
 
-    def save(self, checkpoint_path: str) -> None:
-        """Nothing to keep: the study's state lives in the results and Optuna tables."""
-        with open(checkpoint_path, "w", encoding="utf-8") as out:
-            json.dump({"state": "in the database"}, out)
-
-    def restore(self, checkpoint_path: str) -> None:  # pragma: no cover - never restored
-        pass
-
 
 class SeededSearch(Searcher):
     """The Tune searcher of a study: see the module docstring.
@@ -201,12 +193,14 @@ class SeededSearch(Searcher):
         curve = group.curves.get(seed, {})
         last = max(curve) if curve else 0
         diverged = bool(result and result.get("diverged"))
+        # no result at all: removed before it ran (an interrupted launch), not a 0 accuracy
+        failed = error or not result
         group.outcomes[seed] = SeedOutcome(
             accuracy=None if diverged or not curve else curve[last],  # diverged counts as 0
             epochs=last,
             diverged=diverged,
-            pruned=not error and stopped_early(result, self._config.epochs),
-            failed=error,
+            pruned=not failed and stopped_early(result, self._config.epochs),
+            failed=failed,
             trial_number=number,
         )
         self._report_ready_steps(group)

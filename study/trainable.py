@@ -53,6 +53,7 @@ def where() -> dict[str, Any]:
 
 def run_trial(config: dict[str, Any]) -> None:
     """Train one trial, reporting each epoch (with its checkpoint) to Ray Tune."""
+    import torch
     from ray import tune
 
     from trainers.config import TrainConfig
@@ -62,15 +63,7 @@ def run_trial(config: dict[str, Any]) -> None:
     device = pick_device()
     _set_threads()
     train_config = TrainConfig.from_dict({**config["train"], "device": device})
-    import torch
-
-    static = {
-        **where(),
-        "trial_number": int(config["trial_number"]),
-        "seed": train_config.seed,
-        "device_name": device_name(torch.device(device)),
-        "epochs_planned": train_config.epochs,
-    }
+    static = {**where(), "device_name": device_name(torch.device(device))}
     workdir = Path(tempfile.mkdtemp(prefix="insgd-trial-"))
     try:
         checkpoint_path = workdir / CHECKPOINT_FILE

@@ -39,13 +39,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be in 1..65535; got {args.port}")
     if not args.host or not args.host.strip() or any(c.isspace() for c in args.host):
         raise UsageError(f"--host must be an address or host name; got {args.host!r}")
-    from storage import open_database, resolve_url
+    from storage import open_database
+    from study.credentials import resolve_storage_url
     from study.commands.report import writable_dir
     from study.dashboard import serve
 
     if args.artifact_dir is not None:
         writable_dir(args.artifact_dir, "--artifact-dir")
-    url = resolve_url(args.storage)
+    url = resolve_storage_url(args.storage)
     open_database(url, upgrade=False)  # a missing/outdated database: one line, exit 2
     try:
         serve(url, args.host, args.port, artifact_dir=args.artifact_dir)

@@ -18,7 +18,8 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
         "--storage",
         "storage",
         str,
-        "results database URL (default $INSGD_STORAGE, else sqlite:///studies.db)",
+        "results database URL, no password (default: $INSGD_STORAGE, a file named by "
+        "$INSGD_STORAGE_FILE, else sqlite:///studies.db)",
     ),
     ("--name", "name", str, "study name (default: default)"),
     ("--dataset", "dataset", str, "dataset name (default: digits)"),

@@ -92,12 +92,12 @@ def writable_dir(value: str, flag: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     out_dir = validate(args)
-    from storage import resolve_url
+    from study.credentials import resolve_storage_url
     from study.dashboard import attach_report_to_optuna, optuna_study_exists, write_report_files
     from study.report import render_text, report_json
     from study.robustness import build_report
 
-    url = resolve_url(args.storage)
+    url = resolve_storage_url(args.storage)
     report = build_report(url, args.study, tolerance=args.tolerance, bins=args.bins)
     figures = write_report_files(report, out_dir) if out_dir is not None else {}
     if args.format == "json":

@@ -187,10 +187,8 @@ def insgd_commands() -> list[Found]:
             continue  # a mention (`insgd-study` alone, or in a sentence), not a command line
         if any(arg.startswith("[") for arg in found.argv):
             continue  # a usage synopsis: `query [--storage URL] [--study NAME] ...`
-        if len(found.argv) == 1 and found.argv[0] in ("report", "launch", "dashboard", "db"):
-            # `insgd-study report` named in prose; a bare query/launch/dashboard is a command
-            if found.argv[0] in ("report", "db"):
-                continue
+        if found.argv in (("report",), ("db",)):
+            continue  # named in a sentence: neither runs without arguments
         commands.append(found)
     return commands
 

@@ -19,6 +19,10 @@ add it or load this file with importlib)::
     with ray_cluster(cpus_per_node=1) as cluster:
         proc = cluster.run_in_head([sys.executable, "-m", "study", "launch",
                                     "--address", cluster.address, ...])
+
+    with ray_cluster(dashboard_port=8265, head_env={"INSGD_STORAGE_FILE": path}) as cluster:
+        proc = cluster.run_in_head(["ray", "job", "submit", "--address",
+                                    cluster.dashboard_url, "--", "insgd-study", "launch", ...])
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,10 +65,18 @@ class Cluster:
     env: dict[str, str]
     temp_dir: Path
     procs: list[subprocess.Popen] = field(default_factory=list)
+    dashboard_port: int | None = None
 
     @property
     def address(self) -> str:
         return f"{self.head_ip}:{RAY_PORT}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """The job server's address for `ray job submit --address` (needs dashboard_port)."""
+        if self.dashboard_port is None:
+            raise RuntimeError("this cluster was started without a dashboard")
+        return f"http://{self.head_ip}:{self.dashboard_port}"
 
     def command(self, namespace: str, argv: Sequence[str]) -> list[str]:
         """`argv` run inside `namespace` with this cluster's environment."""
@@ -140,9 +152,49 @@ def _tail(cluster: Cluster) -> str:
     return " | ".join(p.read_text(errors="replace")[-600:] for p in logs)
 
 
+def _connect_namespaces(cluster: Cluster, veth_head: str, veth_worker: str) -> None:
+    """Two namespaces joined by one veth pair, each routing everything to the other."""
+    for ns in (cluster.head_ns, cluster.worker_ns):
+        _ip("netns", "add", ns)
+    _ip("link", "add", veth_head, "type", "veth", "peer", "name", veth_worker)
+    for ns, dev, ip, peer in (
+        (cluster.head_ns, veth_head, cluster.head_ip, cluster.worker_ip),
+        (cluster.worker_ns, veth_worker, cluster.worker_ip, cluster.head_ip),
+    ):
+        _ip("link", "set", dev, "netns", ns)
+        _ip("-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
+        _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", ns, "link", "set", dev, "up")
+        _ip("-n", ns, "route", "add", "default", "via", peer, "dev", dev)
+
+
+def _start(cluster: Cluster, name: str, argv: list[str], env: Mapping[str, str]) -> None:
+    namespace = cluster.head_ns if name == "head" else cluster.worker_ns
+    command = ["ip", "netns", "exec", namespace, "env", *[f"{k}={v}" for k, v in env.items()]]
+    with open(cluster.temp_dir / f"{name}.log", "w") as log:
+        cluster.procs.append(
+            subprocess.Popen(
+                [*command, *argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        )
+
+
 @contextmanager
-def ray_cluster(*, cpus_per_node: int = 1, gpus_per_node: int = 0) -> Iterator[Cluster]:
-    """Start a head and one worker node, each in its own namespace; tear both down after."""
+def ray_cluster(
+    *,
+    cpus_per_node: int = 1,
+    gpus_per_node: int = 0,
+    dashboard_port: int | None = None,
+    head_env: Mapping[str, str] | None = None,
+) -> Iterator[Cluster]:
+    """Start a head and one worker node, each in its own namespace; tear both down after.
+
+    `dashboard_port` runs the head's dashboard (and with it Ray's job server, for
+    `ray job submit --address cluster.dashboard_url`) on the head's address; `head_env`
+    is extra environment for the head node only. Each node has its own Ray temp dir, as
+    each machine of a real cluster has its own disk (with one shared dir, the worker's
+    cleanup of a job's unpacked working_dir would delete the driver's, same path).
+    """
     tag = secrets.token_hex(3)
     octets = secrets.randbelow(200) + 20, secrets.randbelow(250) + 1
     cluster = Cluster(
@@ -151,101 +203,40 @@ def ray_cluster(*, cpus_per_node: int = 1, gpus_per_node: int = 0) -> Iterator[C
         head_ip=f"10.{octets[0]}.{octets[1]}.1",
         worker_ip=f"10.{octets[0]}.{octets[1]}.2",
         env={
-            "PATH": os.environ.get("PATH", ""),
+            # this venv first, so `ray`, `insgd-study` and a job's entrypoint are ours
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": secrets.token_hex(16),
             "RAY_USAGE_STATS_ENABLED": "0",
             "HOME": os.environ.get("HOME", "/root"),
         },
         temp_dir=Path(f"/tmp/ray-insgd-{tag}"),
+        dashboard_port=dashboard_port,
     )
     veth_head, veth_worker = f"ivh{tag}", f"ivw{tag}"
     cluster.temp_dir.mkdir(parents=True)
     try:
-        _ip("netns", "add", cluster.head_ns)
-        _ip("netns", "add", cluster.worker_ns)
-        _ip("link", "add", veth_head, "type", "veth", "peer", "name", veth_worker)
-        _ip("link", "set", veth_head, "netns", cluster.head_ns)
-        _ip("link", "set", veth_worker, "netns", cluster.worker_ns)
-        _ip("-n", cluster.head_ns, "addr", "add", f"{cluster.head_ip}/24", "dev", veth_head)
-        _ip("-n", cluster.worker_ns, "addr", "add", f"{cluster.worker_ip}/24", "dev", veth_worker)
-        for ns, dev in ((cluster.head_ns, veth_head), (cluster.worker_ns, veth_worker)):
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "link", "set", dev, "up")
-        _ip(
-            "-n",
-            cluster.head_ns,
-            "route",
-            "add",
-            "default",
-            "via",
+        _connect_namespaces(cluster, veth_head, veth_worker)
+        common = ["--num-cpus", str(cpus_per_node), "--num-gpus", str(gpus_per_node)]
+        common += ["--block", "--disable-usage-stats"]
+        if dashboard_port is None:
+            dashboard = ["--include-dashboard", "false"]
+        else:
+            dashboard = ["--include-dashboard", "true", "--dashboard-host", cluster.head_ip]
+            dashboard += ["--dashboard-port", str(dashboard_port)]
+        head = [_ray_bin(), "start", "--head", "--node-ip-address", cluster.head_ip]
+        head += ["--port", str(RAY_PORT), "--temp-dir", str(cluster.temp_dir / "h")]
+        worker = [_ray_bin(), "start", "--address", cluster.address]
+        worker += [
+            "--node-ip-address",
             cluster.worker_ip,
-            "dev",
-            veth_head,
-        )
-        _ip(
-            "-n",
-            cluster.worker_ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            cluster.head_ip,
-            "dev",
-            veth_worker,
-        )
-
-        common = [
-            "--num-cpus",
-            str(cpus_per_node),
-            "--num-gpus",
-            str(gpus_per_node),
             "--temp-dir",
-            str(cluster.temp_dir),
-            "--block",
-            "--disable-usage-stats",
-        ]
-        head = [
-            _ray_bin(),
-            "start",
-            "--head",
-            "--node-ip-address",
-            cluster.head_ip,
-            "--port",
-            str(RAY_PORT),
-            "--include-dashboard",
-            "false",
-            *common,
-        ]
-        worker = [
-            _ray_bin(),
-            "start",
-            "--address",
-            cluster.address,
-            "--node-ip-address",
-            cluster.worker_ip,
-            *common,
+            str(cluster.temp_dir / "w"),
         ]
         deadline = time.monotonic() + START_TIMEOUT_S
-        with open(cluster.temp_dir / "head.log", "w") as log:
-            cluster.procs.append(
-                subprocess.Popen(
-                    cluster.command(cluster.head_ns, head),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
+        _start(cluster, "head", [*head, *dashboard, *common], {**cluster.env, **(head_env or {})})
         _wait_port(cluster, deadline)
-        with open(cluster.temp_dir / "worker.log", "w") as log:
-            cluster.procs.append(
-                subprocess.Popen(
-                    cluster.command(cluster.worker_ns, worker),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
+        _start(cluster, "worker", [*worker, *common], cluster.env)
         while cluster.alive_nodes() < 2:
             if time.monotonic() > deadline or any(p.poll() is not None for p in cluster.procs):
                 raise RuntimeError("the worker node did not join: " + _tail(cluster))

@@ -39,22 +39,10 @@ def test_resume_after_the_driver_is_killed(tmp_path):
         "--results-dir",
         str(tmp_path / "ray"),
     ]
-    study = [
-        "--norms",
-        "none,l2",
-        "--lr-points",
-        "2",
-        "--lr-min",
-        "0.01",
-        "--lr-max",
-        "0.3",
-        "--epochs",
-        "5",
-        "--batch-size",
-        "16",
-        "--max-concurrent",
-        "1",
-    ]
+    study = (
+        "--norms none,l2 --lr-points 2 --lr-min 0.01 --lr-max 0.3 --epochs 8 --batch-size 8 "
+        "--max-concurrent 1"
+    ).split()
     log = open(tmp_path / "first.log", "w")
     driver = subprocess.Popen(
         base + study, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -72,10 +60,10 @@ def test_resume_after_the_driver_is_killed(tmp_path):
                 rows = []
             done = [r for r in rows if r.state == "COMPLETE"]
             # mid-trial, with epochs to spare: the kill must not race the trial's last epoch
-            running = [r for r in rows if r.state == "RUNNING" and 1 <= r.epochs_completed <= 3]
+            running = [r for r in rows if r.state == "RUNNING" and 1 <= r.epochs_completed <= 5]
             if done and running:
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
         tree.update(helpers.descendants(driver.pid))
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
@@ -98,6 +86,13 @@ def test_resume_after_the_driver_is_killed(tmp_path):
         timeout=400,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # a quiet local Ray: no log lines, status tables or worker output, only the study's own
+    assert proc.stderr == ""
+    assert not [
+        line
+        for line in proc.stdout.splitlines()
+        if any(noise in line for noise in ("INFO", "WARNING", "(raylet)", "pid=", "╭", "Trial "))
+    ]
     assert f"marked {len(killed)} trial(s) left RUNNING as FAIL" in proc.stdout
     assert "4/4 trials finished" in proc.stdout
 

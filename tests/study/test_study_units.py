@@ -204,16 +204,18 @@ def test_seeded_search_groups_seeds_and_reports_means():
 
 
 def test_seeded_search_counts_divergence_as_zero_and_errors_as_fail():
-    config = merge(flags={"trials": 2, "sampler": "random", "epochs": 3}).config
+    config = merge(flags={"trials": 3, "sampler": "random", "epochs": 3}).config
     search, inner = _searcher(config)
-    search.suggest("a")
-    search.suggest("b")
+    for trial_id in "abc":
+        search.suggest(trial_id)
     search.on_trial_complete("a", {METRIC: 0.1, "epoch": 1, "diverged": True})
     search.on_trial_complete("b", error=True)
-    diverged, failed = inner._ot_study.trials
+    search.on_trial_complete("c")  # removed before it ever ran (an interrupted launch)
+    diverged, failed, never_ran = inner._ot_study.trials
     assert diverged.state == optuna.trial.TrialState.COMPLETE and diverged.value == 0.0
     assert diverged.user_attrs["diverged"] is True
     assert failed.state == optuna.trial.TrialState.FAIL
+    assert never_ran.state == optuna.trial.TrialState.FAIL
 
 
 def _row(number, state, norm, lr, eps, seed, acc=0.5, diverged=False):
@@ -368,3 +370,18 @@ def test_recorder_writes_complete_pruned_and_failed_trials(tmp_path):
     assert rows[3].state == "FAIL" and "ValueError: boom" in rows[3].error
     assert rows[3].eps == pytest.approx(0.01) and rows[3].norm == "l2"
     assert all(r.params["worker_failures"] == 0 for r in rows.values())
+
+
+def test_every_preset_is_a_valid_study_and_default_is_the_default():
+    from study.cli import build_parser
+    from study.commands.launch import merged_config
+    from study.presets import PRESETS
+
+    parser = build_parser()
+    default = merged_config(parser.parse_args(["launch", "--preset", "default"])).config
+    assert default == merge().config
+    for name in PRESETS:
+        config = merged_config(parser.parse_args(["launch", "--preset", name])).config
+        assert config.target_trials > 0
+    with_flag = merged_config(parser.parse_args(["launch", "--preset", "default", "--seeds", "2"]))
+    assert with_flag.config.seeds == 2 and with_flag.config.target_trials == 42
