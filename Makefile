@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml deploy/install.sh
 	deploy/install.sh $(VENV)
 	@touch $(STAMP)
 
+# The default study (digits + mlp, grid over none/l1/l2 x 7 learning rates), then its report.
 demo: $(STAMP)
-	$(VENV)/bin/insgd-study train --dataset digits --model mlp --optimizer insgd --norm l2 --lr 0.1 --epochs 5
+	$(VENV)/bin/insgd-study launch
+	$(VENV)/bin/insgd-study report --study default
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -13,9 +13,12 @@ notebook, a test) is used as it is and left running.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import socket
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,6 +76,32 @@ def check_address(address: str) -> None:
 
 
 @contextmanager
+def _captured_stderr(*, enabled: bool) -> Iterator[io.StringIO]:
+    """Hold back what Ray's C++ core writes straight to file descriptor 2 while joining.
+
+    A refused connection (no or wrong token) makes it print a score of identical lines;
+    the user gets one line from us instead. The text is kept so the caller can tell why.
+    """
+    captured = io.StringIO()
+    if not enabled:
+        yield captured
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.write(sink.read().decode(errors="replace"))
+            captured.seek(0)
+
+
+@contextmanager
 def ray_session(address: str | None, *, verbose: bool = False) -> Iterator[dict[str, float]]:
     """Ray for the duration of a study; yields the cluster's resources (CPU, GPU, ...)."""
     import ray
@@ -82,12 +111,21 @@ def ray_session(address: str | None, *, verbose: bool = False) -> Iterator[dict[
         level = logging.INFO if verbose else logging.WARNING
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
-            try:
-                ray.init(address=address, log_to_driver=verbose, logging_level=level)
-            except (ConnectionError, RuntimeError) as exc:
-                raise UsageError(
-                    f"cannot join the Ray cluster at {address}: {' '.join(str(exc).split())}"
-                ) from None
+            with _captured_stderr(enabled=not verbose) as noise:
+                try:
+                    ray.init(address=address, log_to_driver=verbose, logging_level=level)
+                except (ConnectionError, RuntimeError) as exc:
+                    failure = " ".join(str(exc).split())
+                else:
+                    failure = None
+            if failure is not None:
+                if "token" in (failure + noise.read()).lower():
+                    failure = (
+                        "the cluster requires Ray token authentication: set "
+                        "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to "
+                        "the head's token"
+                    )
+                raise UsageError(f"cannot join the Ray cluster at {address}: {failure}")
         else:
             if not verbose:
                 # A new local cluster gets token auth by default; Ray says so in a warning.

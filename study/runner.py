@@ -251,6 +251,8 @@ def run_study(merged: MergedConfig, out: TextIO | None = None) -> int:
         rows = storage.queries.list_trials(prepared.engine, config.name)
     interrupted = emitted < plan.budget or bool(leftover)
     finished = sum(r.state in FINISHED_STATES for r in rows)
+    if emitted:
+        _attach_report(prepared.url, config.name, out)
     _say(out, "")
     _say(out, summary_table(rows))
     _say(
@@ -345,8 +347,7 @@ def _fit(
         ),
         run_config=tune.RunConfig(
             name=f"insgd-{config.name}-{datetime.now():%Y%m%d-%H%M%S}",
-            storage_path=config.results_dir
-            and str(Path(config.results_dir).expanduser().resolve()),
+            storage_path=_storage_path(config.results_dir),
             callbacks=[Recorder(writer, config.name, config.epochs), progress],
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -488,6 +489,31 @@ def concurrent_slots(config: StudyConfig, resources: dict[str, float]) -> int:
     if config.gpus_per_trial:
         slots = min(slots, int(resources.get("GPU", 0.0) // config.gpus_per_trial + 1e-9))
     return max(1, slots)
+
+
+def _attach_report(url: str, name: str, out: TextIO) -> None:
+    """Put the robustness report beside Optuna's plots in the dashboard (note + figures).
+
+    A study's results are already safe in the database, so a report that cannot be built
+    (no COMPLETE trial yet, a read-only artifact folder) is one warning line, not a failure.
+    """
+    from storage.errors import StorageError
+    from study.dashboard import publish_report
+
+    try:
+        attached = publish_report(url, name)
+    except (UsageError, StorageError, OSError, ValueError) as exc:
+        sys.stderr.write(f"warning: report not attached to the dashboard: {exc}\n")
+        return
+    if attached:
+        _say(out, f"report attached to the Optuna study ({len(attached)} files) for the dashboard")
+
+
+def _storage_path(results_dir: str | None) -> str | None:
+    """Tune's storage path: a local folder made absolute, a URI (`s3://...`) left as given."""
+    if not results_dir or "://" in results_dir:
+        return results_dir or None
+    return str(Path(results_dir).expanduser().resolve())
 
 
 def _absolute_data_dir(data_dir: str | None) -> str:

@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.host or not args.host.strip() or any(c.isspace() for c in args.host):
         raise UsageError(f"--host must be an address or host name; got {args.host!r}")
     from storage import open_database
-    from study.credentials import resolve_storage_url
     from study.commands.report import writable_dir
+    from study.credentials import resolve_storage_url
     from study.dashboard import serve
 
     if args.artifact_dir is not None:
