@@ -25,6 +25,18 @@ def _pg_unavailable(reason: str) -> None:
 
 
 @pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run a test with one torch CPU thread: tiny models on a shared 2-core machine run
+    10-30x slower when a second OpenMP thread only spins."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def sqlite_url(tmp_path) -> str:
     """A fresh SQLite database file in the test's temporary directory."""
     return f"sqlite:///{tmp_path / 'studies.db'}"

@@ -27,7 +27,7 @@ SOURCES = sorted(
         and "secrets" not in p.parts
         and p.suffix in (".md", ".yaml", ".yml", ".sh", ".json", "")
     ]
-    + [ROOT / "README.md", *sorted((ROOT / "docs" / "readme").glob("*.md"))]
+    + [ROOT / "README.md"]
 )
 OPERATORS = {"|", "||", "&&", ";", "&", ">", ">>", "2>", "2>&1", "<", ")", "do", "done"}
 RAY_COMMANDS = (
@@ -210,7 +210,7 @@ def test_the_docs_show_every_command_and_the_extractor_finds_them() -> None:
         "deploy/compose.yaml",
         "deploy/kuberay/dashboard.yaml",
     } <= sources, sources
-    assert any(f.source == "docs/readme/deploy.md" for f in commands)
+    assert any(f.source == "README.md" for f in commands)
     rays = {f.argv[:2] if f.argv[0] == "job" else f.argv[:1] for f in ray_commands()}
     assert {("job", "submit"), ("start",), ("up",), ("exec",), ("rsync-up",)} <= rays, rays
 
@@ -227,7 +227,7 @@ def test_insgd_study_command_parses_and_validates(found: Found) -> None:
             return
         pytest.fail(f"{found}: rejected by the parser (exit {exc.code})")
     if found.argv[0] == "launch" and (
-        "deploy" in found.source.split("/")[0] or found.source == "docs/readme/deploy.md"
+        found.source.split("/")[0] == "deploy"
     ):
         # The deployment recipes' studies are complete examples (other docs may show
         # placeholders such as `--preset NAME`): validate the whole study configuration.

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,8 @@ from study.cli import main
 QUICK = ["--epochs", "2", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core box: a second OpenMP thread only spins."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models on a shared 2-core box: a second OpenMP thread only spins.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,13 +25,8 @@ CONFIG = TrainConfig(
 TIMING = ("epoch_seconds", "images_per_second")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core box: a second OpenMP thread only spins (10-30x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models on a shared 2-core box: a second OpenMP thread only spins.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Interrupted(Exception):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -18,13 +17,8 @@ from trainers.train import resolve_device, setup_trial
 TIMING = ("epoch_seconds", "images_per_second")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core box: a second OpenMP thread only spins (10-30x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models on a shared 2-core box: a second OpenMP thread only spins.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = TrainConfig(dataset="digits", model="mlp", epochs=2, batch_size=128, device="cpu")
