@@ -24,6 +24,20 @@ def _pg_unavailable(reason: str) -> None:
     pytest.skip(f"PostgreSQL not available: {reason}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def artifacts_outside_the_checkout(tmp_path_factory) -> Iterator[None]:
+    """Reports attached to Optuna studies on PostgreSQL go to ./artifacts by default:
+    keep every test's (and every launch subprocess's) out of the working tree."""
+    key = "INSGD_ARTIFACT_DIR"
+    old = os.environ.get(key)
+    os.environ[key] = str(tmp_path_factory.mktemp("artifacts"))
+    yield
+    if old is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = old
+
+
 @pytest.fixture
 def one_torch_thread() -> Iterator[None]:
     """Run a test with one torch CPU thread: tiny models on a shared 2-core machine run

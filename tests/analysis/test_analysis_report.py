@@ -191,8 +191,12 @@ def test_paper_preset_studies_print_the_papers_numbers_beside_ours(tmp_path, cap
     assert "reports no accuracy" in paper
 
 
-def test_report_attaches_a_note_and_figures_to_the_optuna_study(tmp_path, capsys, data):
+def test_report_attaches_a_note_and_figures_to_the_optuna_study(
+    tmp_path, capsys, data, monkeypatch
+):
     from optuna_dashboard import get_note
+
+    monkeypatch.delenv("INSGD_ARTIFACT_DIR")  # the default: beside the SQLite file
 
     from study.dashboard import open_optuna_study, publish_report, study_artifacts
 

@@ -203,6 +203,31 @@ def test_seeded_search_groups_seeds_and_reports_means():
     assert second.intermediate_values == pytest.approx({1: 0.5, 2: 0.9})
 
 
+def test_user_attrs_on_rdb_storage_are_written_in_one_session_as_set_user_attr_would(tmp_path):
+    from study.runner import optuna_rdb_storage
+    from study.search import _set_user_attrs_in_one_session
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(storage=optuna_rdb_storage(url), study_name="attrs")
+    batched, single = study.ask(), study.ask()
+    attrs = {"variant": "insgd-l2", "diverged": True, "trial_numbers": [3, 4]}
+    assert _set_user_attrs_in_one_session(batched, attrs)
+    for name, value in attrs.items():
+        single.set_user_attr(name, value)
+    assert batched.user_attrs == attrs  # the trial object's own view is kept current
+    batched.report(0.5, 1)  # still RUNNING and writable after the batched write
+    study.tell(batched, 0.5)
+    study.tell(single, 0.5)
+    reread = optuna.load_study(study_name="attrs", storage=optuna_rdb_storage(url)).trials
+    assert reread[0].user_attrs == reread[1].user_attrs == attrs
+    # a finished trial refuses the write like set_user_attr does
+    with pytest.raises(RuntimeError):
+        _set_user_attrs_in_one_session(batched, {"variant": "sgd"})
+    # a storage other than Optuna's RDB: not handled here, the caller sets them one by one
+    assert not _set_user_attrs_in_one_session(optuna.create_study().ask(), attrs)
+
+
 def test_seeded_search_counts_divergence_as_zero_and_errors_as_fail():
     config = merge(flags={"trials": 3, "sampler": "random", "epochs": 3}).config
     search, inner = _searcher(config)
