@@ -82,9 +82,7 @@ class VariantSummary:
             "divergence_rate": self.divergence_rate,
             "auc": self.auc,
             "intervals": (
-                {k: v.to_json_dict() for k, v in self.intervals.items()}
-                if self.intervals
-                else None
+                {k: v.to_json_dict() for k, v in self.intervals.items()} if self.intervals else None
             ),
             "groups": [
                 {

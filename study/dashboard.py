@@ -113,8 +113,7 @@ def attach_report_to_optuna(
     files = []
     if figures_dir is not None:
         files = sorted(
-            p for p in Path(figures_dir).iterdir()
-            if p.is_file() and p.suffix in ATTACHED_SUFFIXES
+            p for p in Path(figures_dir).iterdir() if p.is_file() and p.suffix in ATTACHED_SUFFIXES
         )
     store_dir = Path(artifact_dir) if artifact_dir is not None else default_artifact_dir(url)
     store = FileSystemArtifactStore(store_dir)
@@ -238,7 +237,10 @@ def make_dashboard_server(
     server_class = _ThreadedServer6 if ":" in host else _ThreadedServer
     try:
         server = make_server(
-            host, port, app, server_class=server_class,
+            host,
+            port,
+            app,
+            server_class=server_class,
             handler_class=_QuietHandler if quiet else WSGIRequestHandler,
         )
     except OSError as exc:

@@ -73,8 +73,9 @@ def _evaluate(study: Any, trials: Sequence[Any]) -> dict[str, Any]:
     view["importances"] = {
         k: float(v) if math.isfinite(float(v)) else None for k, v in importances.items()
     }
-    notes = sorted({" ".join(str(w.message).split()) for w in caught if "importance" in
-                    str(w.message).lower()})
+    notes = sorted(
+        {" ".join(str(w.message).split()) for w in caught if "importance" in str(w.message).lower()}
+    )
     if notes:
         view["note"] = "; ".join(notes)
     return view

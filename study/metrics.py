@@ -197,8 +197,8 @@ def group_by_lr(points: Sequence[TrialPoint], grouping: Grouping) -> list[LrGrou
             key, {"lr": key, "low": low, "high": high, "n": 0, "div": 0, "seeds": {}}
         )
         if grouping.mode == "exact":
-            bucket["lr"] = bucket["low"] = bucket["high"] = p.lr if bucket["n"] == 0 else min(
-                bucket["lr"], p.lr
+            bucket["lr"] = bucket["low"] = bucket["high"] = (
+                p.lr if bucket["n"] == 0 else min(bucket["lr"], p.lr)
             )
         bucket["n"] += 1
         bucket["div"] += int(p.diverged)

@@ -82,8 +82,14 @@ REFERENCES: dict[str, PaperReference] = {
         "ResNet-20 on CIFAR-10",
         (
             _row("ResNet-20, CIFAR-10", None, (92.57, 0.11), (92.67, 0.13), (92.60, 0.11)),
-            _row("ResNet-20, no BN, CIFAR-10", 0.1, (90.14, None), (90.55, None),
-                 (90.70, None), False),
+            _row(
+                "ResNet-20, no BN, CIFAR-10",
+                0.1,
+                (90.14, None),
+                (90.55, None),
+                (90.70, None),
+                False,
+            ),
         ),
         "Paper setup: 200 epochs, batch 128, momentum 0.9, weight decay 5e-4, "
         "lr x0.2 at epochs 80/120/160.",

@@ -77,7 +77,11 @@ def _draw_variant_curve(ax: Any, v: VariantSummary) -> None:
         ax.scatter([p.lr for p in ok], [p.accuracy for p in ok], s=9, color=color, alpha=0.35)
     if bad:
         ax.scatter(
-            [p.lr for p in bad], [0.0] * len(bad), marker="x", s=40, color=color,
+            [p.lr for p in bad],
+            [0.0] * len(bad),
+            marker="x",
+            s=40,
+            color=color,
             label=f"{v.variant} diverged ({len(bad)})",
         )
 
@@ -97,8 +101,14 @@ def plot_eps_sensitivity(analysis: Analysis, path: Path) -> Path | None:
     for ax, v in zip(axes, variants, strict=True):
         pts = [p for p in v.points if p.eps is not None]
         mappable = ax.scatter(
-            [p.eps for p in pts], [p.accuracy for p in pts], c=[p.lr for p in pts],
-            norm=norm, cmap="viridis", s=12, alpha=0.5, edgecolors="none",
+            [p.eps for p in pts],
+            [p.accuracy for p in pts],
+            c=[p.lr for p in pts],
+            norm=norm,
+            cmap="viridis",
+            s=12,
+            alpha=0.5,
+            edgecolors="none",
         )
         # one line per lr group: the mean over seeds at each eps
         lines: dict[float, dict[float, list[float]]] = {}
@@ -108,12 +118,24 @@ def plot_eps_sensitivity(analysis: Analysis, path: Path) -> Path | None:
             )
         for lr, by_eps in sorted(lines.items()):
             eps_values = sorted(by_eps)
-            ax.plot(eps_values, [float(np.mean(by_eps[e])) for e in eps_values], "-o",
-                    markersize=3, linewidth=1.2, color=mappable.cmap(norm(lr)))
+            ax.plot(
+                eps_values,
+                [float(np.mean(by_eps[e])) for e in eps_values],
+                "-o",
+                markersize=3,
+                linewidth=1.2,
+                color=mappable.cmap(norm(lr)),
+            )
         bad = [p for p in pts if p.diverged]
         if bad:
-            ax.scatter([p.eps for p in bad], [0.0] * len(bad), marker="x", color="red", s=40,
-                       label="diverged")
+            ax.scatter(
+                [p.eps for p in bad],
+                [0.0] * len(bad),
+                marker="x",
+                color="red",
+                s=40,
+                label="diverged",
+            )
             ax.legend(loc="best", fontsize=8)
         n_eps = len({p.eps for p in pts})
         ax.set_xscale("log")
@@ -140,8 +162,14 @@ def plot_learning_curves(
     for label, epochs in curves.items():
         color = color_for(label.split(" ")[0])
         xs = [e["epoch"] for e in epochs]
-        acc_ax.plot(xs, [_num(e.get("val_accuracy")) for e in epochs], "-o", markersize=3,
-                    color=color, label=label)
+        acc_ax.plot(
+            xs,
+            [_num(e.get("val_accuracy")) for e in epochs],
+            "-o",
+            markersize=3,
+            color=color,
+            label=label,
+        )
         losses = [_num(e.get("train_loss")) for e in epochs]
         loss_ax.plot(xs, losses, "-o", markersize=3, color=color, label=label)
     acc_ax.set_xlabel("epoch")

@@ -197,8 +197,15 @@ Table = tuple[list[str], list[list[str]]]
 def variant_table(report: RobustnessReport) -> Table:
     a = report.analysis
     head = [
-        "variant", "trials", "seeds", "best acc", "best lr", "lr window (dec)",
-        "max stable lr", "diverged", "AUC",
+        "variant",
+        "trials",
+        "seeds",
+        "best acc",
+        "best lr",
+        "lr window (dec)",
+        "max stable lr",
+        "diverged",
+        "AUC",
     ]
     rows = [
         [
@@ -290,13 +297,18 @@ def paper_table(report: RobustnessReport) -> Table | None:
         if r.ours_mean is None:
             ours, our_lr = "not run", ""
         else:
-            ours = f"{r.ours_mean:.2f}" + (
-                f" +-{r.ours_std:.2f}" if r.ours_std is not None else ""
-            )
+            ours = f"{r.ours_mean:.2f}" + (f" +-{r.ours_std:.2f}" if r.ours_std is not None else "")
             our_lr = lr_str(r.ours_lr)
         rows.append(
-            [r.label, "best" if r.lr is None else lr_str(r.lr), r.variant, paper, ours, our_lr,
-             str(r.ours_seeds) if r.ours_mean is not None else ""]
+            [
+                r.label,
+                "best" if r.lr is None else lr_str(r.lr),
+                r.variant,
+                paper,
+                ours,
+                our_lr,
+                str(r.ours_seeds) if r.ours_mean is not None else "",
+            ]
         )
     return head, rows
 
@@ -320,9 +332,7 @@ def format_table(table: Table, indent: str = "") -> str:
 def _header(report: RobustnessReport) -> str:
     a = report.analysis
     n_complete = report.counts.get("COMPLETE", 0)
-    dropped = ", ".join(
-        f"{n} {s}" for s, n in sorted(report.counts.items()) if s != "COMPLETE"
-    )
+    dropped = ", ".join(f"{n} {s}" for s, n in sorted(report.counts.items()) if s != "COMPLETE")
     text = (
         f"Study {report.study!r}: robustness to the learning rate "
         f"({n_complete} COMPLETE trials{'; excluded: ' + dropped if dropped else ''}; "
@@ -395,8 +405,12 @@ def render_markdown(report: RobustnessReport, artifacts: Sequence[str] = ()) -> 
     if paper:
         parts += ["", "**The paper beside ours**", "", _md_table(paper)]
     if artifacts:
-        parts += ["", "Figures and the full report are attached as artifacts: "
-                  + ", ".join(f"`{a}`" for a in artifacts) + "."]
+        parts += [
+            "",
+            "Figures and the full report are attached as artifacts: "
+            + ", ".join(f"`{a}`" for a in artifacts)
+            + ".",
+        ]
     parts += ["", "_Written by `insgd-study report`._"]
     return "\n".join(parts) + "\n"
 
@@ -468,8 +482,11 @@ def render_html(report: RobustnessReport, figures: Mapping[str, Path]) -> str:
         parts += [f"<li>{esc(x)}</li>" for x in imp] + ["</ul>"]
     paper = paper_table(report)
     if paper and report.paper:
-        parts += [f"<h2>The paper beside ours</h2><p>{esc(report.paper.title)}</p>",
-                  _html_table(paper), f'<p class="note">{esc(report.paper.note)}</p>']
+        parts += [
+            f"<h2>The paper beside ours</h2><p>{esc(report.paper.title)}</p>",
+            _html_table(paper),
+            f'<p class="note">{esc(report.paper.note)}</p>',
+        ]
     for name, path in figures.items():
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         title = _FIGURE_TITLES.get(name, name)
@@ -479,4 +496,3 @@ def render_html(report: RobustnessReport, figures: Mapping[str, Path]) -> str:
         ]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
-

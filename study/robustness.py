@@ -225,8 +225,7 @@ def _ours(base: PaperComparison, v: VariantSummary, row: PaperRow) -> PaperCompa
         near = [
             g
             for g in v.groups
-            if g.lr_low <= row.lr <= g.lr_high
-            or abs(math.log10(g.lr) - target) <= PAPER_LR_DECADES
+            if g.lr_low <= row.lr <= g.lr_high or abs(math.log10(g.lr) - target) <= PAPER_LR_DECADES
         ]
         if not near:
             return base

@@ -21,16 +21,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="serve optuna-dashboard on the study database (localhost by default)",
         description="Serve optuna-dashboard on the results database until Ctrl-C.",
     )
-    parser.add_argument("--storage", default=None, metavar="URL",
-                        help="results database (default: $INSGD_STORAGE or sqlite:///studies.db)")
-    parser.add_argument("--host", default=DEFAULT_HOST,
-                        help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 exposes "
-                        "the dashboard, which has no authentication, to the network)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help=f"port to listen on (default {DEFAULT_PORT})")
-    parser.add_argument("--artifact-dir", default=None, metavar="DIR",
-                        help="artifact store the reports were attached to (default: "
-                        "$INSGD_ARTIFACT_DIR, else <sqlite db dir>/artifacts, else ./artifacts)")
+    parser.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="results database (default: $INSGD_STORAGE or sqlite:///studies.db)",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 exposes "
+        "the dashboard, which has no authentication, to the network)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})"
+    )
+    parser.add_argument(
+        "--artifact-dir",
+        default=None,
+        metavar="DIR",
+        help="artifact store the reports were attached to (default: "
+        "$INSGD_ARTIFACT_DIR, else <sqlite db dir>/artifacts, else ./artifacts)",
+    )
     parser.set_defaults(func=run)
 
 

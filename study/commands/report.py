@@ -33,24 +33,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "parameter importances."
         ),
     )
-    parser.add_argument("--storage", default=None, metavar="URL",
-                        help="results database (default: $INSGD_STORAGE or sqlite:///studies.db)")
+    parser.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="results database (default: $INSGD_STORAGE or sqlite:///studies.db)",
+    )
     parser.add_argument("--study", required=True, metavar="NAME", help="the study to report on")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="T",
-                        help="lr window: accuracy within T (a fraction) of the best "
-                        f"(default {DEFAULT_TOLERANCE}, one accuracy point)")
-    parser.add_argument("--bins", type=int, default=DEFAULT_BINS, metavar="K",
-                        help="log-spaced lr bins for non-grid studies "
-                        f"(default {DEFAULT_BINS})")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="also write PNG figures, report.html and report.json into DIR")
-    parser.add_argument("--format", choices=FORMATS, default="table",
-                        help="stdout format (default table)")
-    parser.add_argument("--no-attach", action="store_true",
-                        help="do not attach the report to the Optuna study (read-only run)")
-    parser.add_argument("--artifact-dir", default=None, metavar="DIR",
-                        help="artifact store for the attached figures (default: "
-                        "$INSGD_ARTIFACT_DIR, else <sqlite db dir>/artifacts, else ./artifacts)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        metavar="T",
+        help="lr window: accuracy within T (a fraction) of the best "
+        f"(default {DEFAULT_TOLERANCE}, one accuracy point)",
+    )
+    parser.add_argument(
+        "--bins",
+        type=int,
+        default=DEFAULT_BINS,
+        metavar="K",
+        help=f"log-spaced lr bins for non-grid studies (default {DEFAULT_BINS})",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="also write PNG figures, report.html and report.json into DIR",
+    )
+    parser.add_argument(
+        "--format", choices=FORMATS, default="table", help="stdout format (default table)"
+    )
+    parser.add_argument(
+        "--no-attach",
+        action="store_true",
+        help="do not attach the report to the Optuna study (read-only run)",
+    )
+    parser.add_argument(
+        "--artifact-dir",
+        default=None,
+        metavar="DIR",
+        help="artifact store for the attached figures (default: "
+        "$INSGD_ARTIFACT_DIR, else <sqlite db dir>/artifacts, else ./artifacts)",
+    )
     parser.set_defaults(func=run)
 
 

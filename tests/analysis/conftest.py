@@ -27,8 +27,9 @@ EPS = 0.01
 STUDY = "robust-demo"
 
 
-def trial_spec(norm: str, lr: float, seed: int, acc: float | None, state: str = "COMPLETE"
-               ) -> dict[str, Any]:
+def trial_spec(
+    norm: str, lr: float, seed: int, acc: float | None, state: str = "COMPLETE"
+) -> dict[str, Any]:
     return {"norm": norm, "lr": lr, "seed": seed, "acc": acc, "state": state}
 
 
@@ -72,19 +73,33 @@ def write_study(
         diverged = spec["acc"] is None
         final = 0.1 if diverged else spec["acc"]
         fields = {
-            "optimizer": "sgd" if sgd else "insgd", "norm": spec["norm"], "normalizer": "log",
-            "granularity": "layer", "lr": spec["lr"], "eps": None if sgd else EPS,
-            "seed": spec["seed"], "model": model, "dataset": dataset, "batch_size": 64,
-            "momentum": 0.9, "weight_decay": 5e-4, "epochs": epochs,
+            "optimizer": "sgd" if sgd else "insgd",
+            "norm": spec["norm"],
+            "normalizer": "log",
+            "granularity": "layer",
+            "lr": spec["lr"],
+            "eps": None if sgd else EPS,
+            "seed": spec["seed"],
+            "model": model,
+            "dataset": dataset,
+            "batch_size": 64,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "epochs": epochs,
         }
         if spec["state"] == "RUNNING":
             writer.start_trial(name, number, fields)
             continue
         curve = [
             {
-                "epoch": e, "train_loss": float("nan") if diverged else 1.0 / e,
-                "train_accuracy": final, "val_loss": 1.0, "val_accuracy": final * e / epochs,
-                "lr": spec["lr"], "epoch_seconds": 0.1, "images_per_second": 1000.0,
+                "epoch": e,
+                "train_loss": float("nan") if diverged else 1.0 / e,
+                "train_accuracy": final,
+                "val_loss": 1.0,
+                "val_accuracy": final * e / epochs,
+                "lr": spec["lr"],
+                "epoch_seconds": 0.1,
+                "images_per_second": 1000.0,
                 "diverged": diverged and e == epochs,
             }
             for e in range(1, epochs + 1)
@@ -137,6 +152,10 @@ def known_study_url(tmp_path_factory) -> str:
 def data() -> SimpleNamespace:
     """The helpers above, for tests (conftest is not importable under --import-mode=importlib)."""
     return SimpleNamespace(
-        STUDY=STUDY, LRS=LRS, EPS=EPS, write_study=write_study, known_trials=known_trials,
+        STUDY=STUDY,
+        LRS=LRS,
+        EPS=EPS,
+        write_study=write_study,
+        known_trials=known_trials,
         trial_spec=trial_spec,
     )

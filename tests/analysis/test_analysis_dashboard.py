@@ -16,9 +16,16 @@ import pytest
 from study.cli import main
 
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--virtual-time-budget=5000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--virtual-time-budget=5000",
 )
 
 
@@ -52,9 +59,7 @@ def _chromium() -> str:
     return path
 
 
-def test_dashboard_lists_the_study_and_chromium_shows_it_with_the_report(
-    tmp_path, capsys, data
-):
+def test_dashboard_lists_the_study_and_chromium_shows_it_with_the_report(tmp_path, capsys, data):
     url = f"sqlite:///{tmp_path}/studies.db"
     data.write_study(url, data.STUDY, data.known_trials())
     assert main(["report", "--storage", url, "--study", data.STUDY]) == 0
@@ -62,7 +67,10 @@ def test_dashboard_lists_the_study_and_chromium_shows_it_with_the_report(
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "study", "dashboard", "--storage", url, "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -77,9 +85,16 @@ def test_dashboard_lists_the_study_and_chromium_shows_it_with_the_report(
         png = _get(f"{base}/artifacts/{study_id}/{artifacts['accuracy_vs_lr.png']}")
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         dom = subprocess.run(
-            [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chrome'}",
-             "--dump-dom", f"{base}/dashboard/studies/{study_id}"],
-            capture_output=True, text=True, timeout=60,
+            [
+                _chromium(),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={tmp_path / 'chrome'}",
+                "--dump-dom",
+                f"{base}/dashboard/studies/{study_id}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         ).stdout
         assert f"{data.STUDY} (id={study_id})" in dom  # the page rendered this study
         assert "Study Artifacts" in dom and "accuracy_vs_lr.png" in dom

@@ -49,16 +49,38 @@ def test_variant_names_keep_different_algorithms_apart():
 
 def test_adapter_counts_a_diverged_trial_as_zero_and_drops_eps_for_sgd():
     row = SimpleNamespace(
-        optimizer="insgd", norm="l2", normalizer="log", granularity="layer", lr=0.5,
-        final_val_accuracy=0.42, diverged=True, seed=3, eps=0.01, state="COMPLETE",
+        optimizer="insgd",
+        norm="l2",
+        normalizer="log",
+        granularity="layer",
+        lr=0.5,
+        final_val_accuracy=0.42,
+        diverged=True,
+        seed=3,
+        eps=0.01,
+        state="COMPLETE",
         trial_number=7,
     )
     p = point_from_row(row)
     assert (p.variant, p.accuracy, p.diverged, p.seed, p.eps, p.trial_number) == (
-        "insgd-l2", 0.0, True, 3, 0.01, 7,
+        "insgd-l2",
+        0.0,
+        True,
+        3,
+        0.01,
+        7,
     )
-    sgd = point_from_row(SimpleNamespace(**{**vars(row), "optimizer": "sgd", "norm": "none",
-                                            "diverged": False, "final_val_accuracy": 0.9}))
+    sgd = point_from_row(
+        SimpleNamespace(
+            **{
+                **vars(row),
+                "optimizer": "sgd",
+                "norm": "none",
+                "diverged": False,
+                "final_val_accuracy": 0.9,
+            }
+        )
+    )
     assert (sgd.variant, sgd.accuracy, sgd.eps) == ("sgd", 0.9, None)
 
 
@@ -138,8 +160,14 @@ def test_bootstrap_resamples_whole_seeds_within_each_group():
 def test_analysis_excludes_unfinished_trials_and_gives_intervals_with_seeds():
     lrs = [0.01, 0.1, 1.0, 10.0]
     pts = (
-        _curve("sgd", lrs, [0.905, 0.91, 0.50, 0.10], seeds=(0, 1, 2), diverged_at=(10.0,),
-               jitter=0.002)
+        _curve(
+            "sgd",
+            lrs,
+            [0.905, 0.91, 0.50, 0.10],
+            seeds=(0, 1, 2),
+            diverged_at=(10.0,),
+            jitter=0.002,
+        )
         + _curve("insgd-l2", lrs, [0.905, 0.91, 0.905, 0.60], seeds=(0, 1, 2), jitter=0.002)
         + _curve("insgd-l2", [100.0], [0.99], state="PRUNED")
         + _curve("insgd-l1", [0.1], [0.2], state="FAIL")
@@ -193,8 +221,16 @@ def test_trials_of_different_settings_are_never_pooled():
     assert (bn.n_trials, bn.lr_window_decades, nobn.lr_window_decades) == (4, 1.0, 0.0)
     assert a.label(nobn) == "sgd [toy-cnn/cifar10 no-BN]"
     assert [(c.variant, c.setting) for c in a.comparisons] == [
-        ("insgd-l2", "toy-cnn/cifar10"), ("insgd-l2", "toy-cnn/cifar10 no-BN"),
+        ("insgd-l2", "toy-cnn/cifar10"),
+        ("insgd-l2", "toy-cnn/cifar10 no-BN"),
     ]
-    row = SimpleNamespace(optimizer="sgd", norm="none", lr=0.1, final_val_accuracy=0.5,
-                          model="toy-cnn", dataset="cifar10", params={"batchnorm": False})
+    row = SimpleNamespace(
+        optimizer="sgd",
+        norm="none",
+        lr=0.1,
+        final_val_accuracy=0.5,
+        model="toy-cnn",
+        dataset="cifar10",
+        params={"batchnorm": False},
+    )
     assert point_from_row(row).setting == "toy-cnn/cifar10 no-BN"

@@ -8,8 +8,11 @@ from study.plots import FIGURE_FILES, render_figures
 
 
 def test_sgd_only_without_curves_gives_just_the_accuracy_figure(tmp_path):
-    pts = [TrialPoint("sgd", lr, acc, diverged=acc == 0.0, seed=s)
-           for lr, acc in ((0.1, 0.8), (1.0, 0.5), (10.0, 0.0)) for s in (0, 1)]
+    pts = [
+        TrialPoint("sgd", lr, acc, diverged=acc == 0.0, seed=s)
+        for lr, acc in ((0.1, 0.8), (1.0, 0.5), (10.0, 0.0))
+        for s in (0, 1)
+    ]
     written = render_figures(analyze_points(pts), {}, tmp_path)
     assert list(written) == ["accuracy_vs_lr"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [FIGURE_FILES["accuracy_vs_lr"]]
@@ -17,12 +20,20 @@ def test_sgd_only_without_curves_gives_just_the_accuracy_figure(tmp_path):
 
 
 def test_eps_and_learning_curve_figures_when_there_is_data(tmp_path):
-    pts = [TrialPoint("insgd-l1", lr, 0.7, seed=0, eps=eps, trial_number=i)
-           for i, (lr, eps) in enumerate([(0.1, 0.01), (0.1, 0.1), (1.0, 0.01)])]
-    curves = {"insgd-l1 (trial 0, lr 0.1)": [
-        {"epoch": 1, "val_accuracy": 0.5, "train_loss": None},  # a missing loss is drawn as a gap
-        {"epoch": 2, "val_accuracy": 0.7, "train_loss": 0.4},
-    ]}
+    pts = [
+        TrialPoint("insgd-l1", lr, 0.7, seed=0, eps=eps, trial_number=i)
+        for i, (lr, eps) in enumerate([(0.1, 0.01), (0.1, 0.1), (1.0, 0.01)])
+    ]
+    curves = {
+        "insgd-l1 (trial 0, lr 0.1)": [
+            {
+                "epoch": 1,
+                "val_accuracy": 0.5,
+                "train_loss": None,
+            },  # a missing loss is drawn as a gap
+            {"epoch": 2, "val_accuracy": 0.7, "train_loss": 0.4},
+        ]
+    }
     written = render_figures(analyze_points(pts), curves, tmp_path)
     assert list(written) == ["accuracy_vs_lr", "eps_sensitivity", "learning_curves"]
     assert all(p.stat().st_size > 5000 for p in written.values())

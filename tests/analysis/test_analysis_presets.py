@@ -22,8 +22,13 @@ def _config(name: str):
 
 
 def test_the_issue_names_every_paper_preset_and_each_has_the_papers_numbers():
-    assert {"paper-toy", "paper-mnist", "paper-resnet20", "paper-wrn-cifar100",
-            "paper-resnet50-imagenet"} <= set(PAPER)
+    assert {
+        "paper-toy",
+        "paper-mnist",
+        "paper-resnet20",
+        "paper-wrn-cifar100",
+        "paper-resnet50-imagenet",
+    } <= set(PAPER)
     for name in PAPER:
         assert reference_for(name) is REFERENCES[name]
         assert _config(name).name == name  # `report --study <preset>` finds it
@@ -53,8 +58,9 @@ def test_paper_mnist_is_cpu_sized_and_flags_still_override():
     c = _config("paper-mnist")
     assert (c.dataset, c.model, c.train["batchnorm"]) == ("mnist5k", "mnist-toy", False)
     assert c.gpus_per_trial == 0 and c.grid_size == 30 and c.epochs <= 3
-    args = build_parser().parse_args(["launch", "--preset", "paper-mnist", "--epochs", "1",
-                                      "--name", "mine"])
+    args = build_parser().parse_args(
+        ["launch", "--preset", "paper-mnist", "--epochs", "1", "--name", "mine"]
+    )
     merged = merged_config(args).config
     assert (merged.epochs, merged.name, merged.model) == (1, "mine", "mnist-toy")
 

@@ -64,31 +64,48 @@ def test_json_contract_matches_hand_computed_metrics(db_url, capsys, data):
 
 
 def test_table_shows_percent_intervals_verdicts_and_the_lr_table(known_study_url, capsys, data):
-    code, out, err = _report(capsys, "--storage", known_study_url, "--study", data.STUDY,
-                             "--no-attach")
+    code, out, err = _report(
+        capsys, "--storage", known_study_url, "--study", data.STUDY, "--no-attach"
+    )
     assert code == 0, err
     assert "90.00% [" in out and "91.00% [" in out  # best accuracy with its interval
     assert "excluded: 1 FAIL, 1 PRUNED, 1 RUNNING" in out
     verdict = out.split("Verdict:")[1]
-    assert "- LR window (lrs within 1 accuracy point of the variant's best): insgd-l1 and " \
-           "insgd-l2 lead with 1.00 decades (sgd 0.00 decades)" in verdict
+    assert (
+        "- LR window (lrs within 1 accuracy point of the variant's best): insgd-l1 and "
+        "insgd-l2 lead with 1.00 decades (sgd 0.00 decades)" in verdict
+    )
     assert "insgd-l2 - sgd = +1.00 decades [+1.00, +1.00], INSGD better" in verdict
     assert "Max stable lr: insgd-l1 and insgd-l2 lead with lr 10 (sgd lr 1)" in verdict
-    assert re.search(r"^10\s+0\.00 \+-0\.00 \(2/2 div\)\s+70\.00 \+-0\.28\s+75\.00 \+-0\.28$",
-                     out, re.M)
+    assert re.search(
+        r"^10\s+0\.00 \+-0\.00 \(2/2 div\)\s+70\.00 \+-0\.28\s+75\.00 \+-0\.28$", out, re.M
+    )
     assert "Parameter importances" in out and "INSGD trials only (16)" in out
 
 
-def test_out_writes_figures_and_a_self_contained_html_page(
-    known_study_url, tmp_path, capsys, data
-):
+def test_out_writes_figures_and_a_self_contained_html_page(known_study_url, tmp_path, capsys, data):
     out_dir = tmp_path / "new" / "report"
-    code, out, err = _report(capsys, "--storage", known_study_url, "--study", data.STUDY,
-                             "--out", str(out_dir), "--no-attach", "--format", "json")
+    code, out, err = _report(
+        capsys,
+        "--storage",
+        known_study_url,
+        "--study",
+        data.STUDY,
+        "--out",
+        str(out_dir),
+        "--no-attach",
+        "--format",
+        "json",
+    )
     assert code == 0, err
     names = sorted(p.name for p in out_dir.iterdir())
-    assert names == ["accuracy_vs_lr.png", "eps_sensitivity.png", "learning_curves.png",
-                     "report.html", "report.json"]
+    assert names == [
+        "accuracy_vs_lr.png",
+        "eps_sensitivity.png",
+        "learning_curves.png",
+        "report.html",
+        "report.json",
+    ]
     for png in out_dir.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     page = (out_dir / "report.html").read_text()
@@ -116,8 +133,17 @@ def test_bad_arguments_are_one_line_exit_2_and_write_nothing(
     known_study_url, tmp_path, capsys, data, args, message
 ):
     out_dir = tmp_path / "out"
-    argv = ["report", "--storage", known_study_url, "--study", data.STUDY, "--out", str(out_dir),
-            "--no-attach", *args]
+    argv = [
+        "report",
+        "--storage",
+        known_study_url,
+        "--study",
+        data.STUDY,
+        "--out",
+        str(out_dir),
+        "--no-attach",
+        *args,
+    ]
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse's own errors (one line, exit 2)
@@ -131,8 +157,15 @@ def test_bad_arguments_are_one_line_exit_2_and_write_nothing(
 def test_out_that_is_a_file_and_a_missing_database_are_refused(tmp_path, capsys, data):
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
-    code, _, err = _report(capsys, "--storage", f"sqlite:///{tmp_path}/none.db",
-                           "--study", data.STUDY, "--out", str(a_file))
+    code, _, err = _report(
+        capsys,
+        "--storage",
+        f"sqlite:///{tmp_path}/none.db",
+        "--study",
+        data.STUDY,
+        "--out",
+        str(a_file),
+    )
     assert code == 2 and "exists and is not a directory" in err and err.count("\n") == 1
     missing = f"sqlite:///{tmp_path}/none.db"
     code, _, err = _report(capsys, "--storage", missing, "--study", data.STUDY)
@@ -142,12 +175,21 @@ def test_out_that_is_a_file_and_a_missing_database_are_refused(tmp_path, capsys,
 
 def test_a_study_without_complete_trials_is_exit_2(tmp_path, capsys, data):
     url = f"sqlite:///{tmp_path}/s.db"
-    data.write_study(url, "early", [data.trial_spec("l2", 0.1, 0, 0.5, "PRUNED"),
-                               data.trial_spec("l2", 0.1, 1, 0.5, "RUNNING")], with_optuna=False)
+    data.write_study(
+        url,
+        "early",
+        [
+            data.trial_spec("l2", 0.1, 0, 0.5, "PRUNED"),
+            data.trial_spec("l2", 0.1, 1, 0.5, "RUNNING"),
+        ],
+        with_optuna=False,
+    )
     code, out, err = _report(capsys, "--storage", url, "--study", "early")
     assert code == 2 and out == ""
-    assert err == ("insgd-study report: error: study 'early' has no COMPLETE trials yet "
-                   "(1 PRUNED, 1 RUNNING)\n")
+    assert err == (
+        "insgd-study report: error: study 'early' has no COMPLETE trials yet "
+        "(1 PRUNED, 1 RUNNING)\n"
+    )
 
 
 def test_random_sampler_studies_are_binned_and_single_seeds_get_no_intervals(
@@ -155,28 +197,42 @@ def test_random_sampler_studies_are_binned_and_single_seeds_get_no_intervals(
 ):
     url = f"sqlite:///{tmp_path}/s.db"
     lrs = [10 ** (-3 + 4 * i / 19) for i in range(20)]  # 20 distinct lrs, 1e-3 .. 10
-    specs = [data.trial_spec(norm, lr, 0, 0.9 - 0.1 * abs(math.log10(lr) + 1))
-             for lr in lrs for norm in ("none", "l2")]
+    specs = [
+        data.trial_spec(norm, lr, 0, 0.9 - 0.1 * abs(math.log10(lr) + 1))
+        for lr in lrs
+        for norm in ("none", "l2")
+    ]
     data.write_study(url, "tpe", specs, config={"sampler": "tpe"}, with_optuna=False)
-    code, out, err = _report(capsys, "--storage", url, "--study", "tpe", "--bins", "4",
-                             "--format", "json")
+    code, out, err = _report(
+        capsys, "--storage", url, "--study", "tpe", "--bins", "4", "--format", "json"
+    )
     assert code == 0, err
     payload = json.loads(out)
     assert payload["grouping"]["mode"] == "log-bins"
     assert payload["grouping"]["edges"] == pytest.approx([1e-3, 1e-2, 1e-1, 1.0, 10.0])
     sgd = _variants(payload)["sgd"]
     assert [g["n_trials"] for g in sgd["groups"]] == [5, 5, 5, 5]
-    assert sgd["best_lr"] == pytest.approx(10 ** -1.5)  # centre of the bin [0.01, 0.1]
+    assert sgd["best_lr"] == pytest.approx(10**-1.5)  # centre of the bin [0.01, 0.1]
     assert sgd["intervals"] is None and payload["comparisons"] == []
     assert payload["importances"] == {"error": "no Optuna study named 'tpe' in this database"}
 
 
 def test_paper_preset_studies_print_the_papers_numbers_beside_ours(tmp_path, capsys, data):
     url = f"sqlite:///{tmp_path}/s.db"
-    specs = [data.trial_spec(norm, 0.1, seed, acc)
-             for norm, acc in (("none", 0.11), ("l1", 0.6), ("l2", 0.7)) for seed in (0, 1)]
-    data.write_study(url, "pm", specs, config={"sampler": "grid", "preset": "paper-mnist"},
-                model="mnist-toy", dataset="mnist5k", with_optuna=False)
+    specs = [
+        data.trial_spec(norm, 0.1, seed, acc)
+        for norm, acc in (("none", 0.11), ("l1", 0.6), ("l2", 0.7))
+        for seed in (0, 1)
+    ]
+    data.write_study(
+        url,
+        "pm",
+        specs,
+        config={"sampler": "grid", "preset": "paper-mnist"},
+        model="mnist-toy",
+        dataset="mnist5k",
+        with_optuna=False,
+    )
     # our batchnorm flag lives in the trial's params; the paper-mnist row is the no-BN one
     from storage import ResultWriter, open_database
 
@@ -186,8 +242,11 @@ def test_paper_preset_studies_print_the_papers_numbers_beside_ours(tmp_path, cap
     code, out, err = _report(capsys, "--storage", url, "--study", "pm")
     assert code == 0, err
     paper = out.split("beside ours:")[1]
-    assert re.search(r"toy CNN, no BN, CIFAR-10\s+0\.1\s+insgd-l2\s+74\.78 \+-7\.84\s+70\.00 "
-                     r"\+-0\.00\s+0\.1\s+2", paper)
+    assert re.search(
+        r"toy CNN, no BN, CIFAR-10\s+0\.1\s+insgd-l2\s+74\.78 \+-7\.84\s+70\.00 "
+        r"\+-0\.00\s+0\.1\s+2",
+        paper,
+    )
     assert "reports no accuracy" in paper
 
 
@@ -209,10 +268,17 @@ def test_report_attaches_a_note_and_figures_to_the_optuna_study(
     # what launch calls at the end; a second attach replaces the first one's artifacts
     attached = publish_report(url, data.STUDY)
     files = sorted(a["filename"] for a in study_artifacts(url, data.STUDY))
-    assert files == sorted(attached) == [
-        "accuracy_vs_lr.png", "eps_sensitivity.png", "learning_curves.png", "report.html",
-        "report.json",
-    ]
+    assert (
+        files
+        == sorted(attached)
+        == [
+            "accuracy_vs_lr.png",
+            "eps_sensitivity.png",
+            "learning_curves.png",
+            "report.html",
+            "report.json",
+        ]
+    )
     assert len(list((tmp_path / "artifacts").iterdir())) == 5  # old files left the store too
     with open_optuna_study(url, data.STUDY) as study:
         note = get_note(study)

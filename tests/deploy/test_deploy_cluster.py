@@ -53,115 +53,14 @@ def _helpers() -> SimpleNamespace:
 
 @contextmanager
 def job_cluster(head_env: dict[str, str]) -> Iterator[object]:
-    """cluster_helpers.ray_cluster, but the head runs the dashboard (job server) on its
-    address and gets `head_env` on top of the cluster's environment (the worker does not).
+    """cluster_helpers.ray_cluster with the head running the dashboard (Ray's job server)
+    on its address and `head_env` on top of the cluster's environment (not the worker's).
 
-    Namespaces, addresses, token and teardown (by process id, never `ray stop`) are the
-    helper's own; see the proposal in the deploy report to give ray_cluster these options.
+    Namespaces, addresses, token, per-node temp dirs and teardown (by process id, never
+    `ray stop`) are the helper's own.
     """
-    ch = _helpers().module
-    import secrets
-
-    tag = secrets.token_hex(3)
-    octets = secrets.randbelow(200) + 20, secrets.randbelow(250) + 1
-    venv_bin = str(Path(sys.executable).parent)
-    cluster = ch.Cluster(
-        head_ns=f"insgd-dh-{tag}",
-        worker_ns=f"insgd-dw-{tag}",
-        head_ip=f"10.{octets[0]}.{octets[1]}.1",
-        worker_ip=f"10.{octets[0]}.{octets[1]}.2",
-        env={
-            "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
-            "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN": secrets.token_hex(16),
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "HOME": os.environ.get("HOME", "/root"),
-        },
-        temp_dir=Path(f"/tmp/ray-insgd-{tag}"),
-    )
-    veth_head, veth_worker = f"idh{tag}", f"idw{tag}"
-    cluster.temp_dir.mkdir(parents=True)
-    try:
-        for ns in (cluster.head_ns, cluster.worker_ns):
-            ch._ip("netns", "add", ns)
-        ch._ip("link", "add", veth_head, "type", "veth", "peer", "name", veth_worker)
-        for ns, dev, ip, peer in (
-            (cluster.head_ns, veth_head, cluster.head_ip, cluster.worker_ip),
-            (cluster.worker_ns, veth_worker, cluster.worker_ip, cluster.head_ip),
-        ):
-            ch._ip("link", "set", dev, "netns", ns)
-            ch._ip("-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
-            ch._ip("-n", ns, "link", "set", "lo", "up")
-            ch._ip("-n", ns, "link", "set", dev, "up")
-            ch._ip("-n", ns, "route", "add", "default", "via", peer, "dev", dev)
-
-        # Each node its own temp dir, as each machine of a real cluster has its own disk:
-        # with one shared dir, the worker's cleanup of the job's unpacked working_dir (same
-        # session name, same path) deletes the driver's current directory under it.
-        common = ["--num-cpus", "1", "--num-gpus", "0", "--block", "--disable-usage-stats"]
-        ray = ch._ray_bin()
-        head = [
-            ray,
-            "start",
-            "--head",
-            "--node-ip-address",
-            cluster.head_ip,
-            "--port",
-            str(ch.RAY_PORT),
-            "--include-dashboard",
-            "true",
-            "--dashboard-host",
-            cluster.head_ip,
-            "--dashboard-port",
-            str(DASHBOARD_PORT),
-            "--temp-dir",
-            str(cluster.temp_dir / "h"),
-            *common,
-        ]
-        worker = [
-            ray,
-            "start",
-            "--address",
-            cluster.address,
-            "--node-ip-address",
-            cluster.worker_ip,
-            "--temp-dir",
-            str(cluster.temp_dir / "w"),
-            *common,
-        ]
-        head_command = [
-            "ip",
-            "netns",
-            "exec",
-            cluster.head_ns,
-            "env",
-            *[f"{k}={v}" for k, v in {**cluster.env, **head_env}.items()],
-            *head,
-        ]
-        deadline = time.monotonic() + ch.START_TIMEOUT_S
-        with open(cluster.temp_dir / "head.log", "w") as log:
-            cluster.procs.append(
-                subprocess.Popen(
-                    head_command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                )
-            )
-        ch._wait_port(cluster, deadline)
-        with open(cluster.temp_dir / "worker.log", "w") as log:
-            cluster.procs.append(
-                subprocess.Popen(
-                    cluster.command(cluster.worker_ns, worker),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-        while cluster.alive_nodes() < 2:
-            if time.monotonic() > deadline or any(p.poll() is not None for p in cluster.procs):
-                raise RuntimeError("the worker node did not join: " + ch._tail(cluster))
-            time.sleep(1)
-        yield cluster
-    finally:
-        ch._teardown(cluster, veth_head)
+    with _helpers().module.ray_cluster(dashboard_port=DASHBOARD_PORT, head_env=head_env) as c:
+        yield c
 
 
 class SecretWatch:
@@ -192,8 +91,15 @@ class SecretWatch:
         something), then forgets that hit."""
         probe = subprocess.Popen(["sleep", "30"], env={"PROBE": self.secret.decode()})
         try:
-            self.scan()
-            assert any(f"pid {probe.pid} environ" in hit for hit in self.hits), self.hits
+            # Popen returns once exec has begun, but the kernel publishes the new
+            # environment a moment later (empty /proc/PID/environ in between): poll.
+            deadline = time.monotonic() + 10
+            while True:
+                self.scan()
+                if any(f"pid {probe.pid} environ" in hit for hit in self.hits):
+                    break
+                assert time.monotonic() < deadline, self.hits
+                time.sleep(0.05)
         finally:
             probe.kill()
             probe.wait()

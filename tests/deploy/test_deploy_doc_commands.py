@@ -226,9 +226,7 @@ def test_insgd_study_command_parses_and_validates(found: Found) -> None:
         if exc.code == 0 and "--help" in found.argv:
             return
         pytest.fail(f"{found}: rejected by the parser (exit {exc.code})")
-    if found.argv[0] == "launch" and (
-        found.source.split("/")[0] == "deploy"
-    ):
+    if found.argv[0] == "launch" and (found.source.split("/")[0] == "deploy"):
         # The deployment recipes' studies are complete examples (other docs may show
         # placeholders such as `--preset NAME`): validate the whole study configuration.
         from study.commands.launch import merged_config
