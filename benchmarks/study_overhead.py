@@ -1,6 +1,6 @@
 """What `insgd-study launch` costs per trial on top of a bare Ray Tune loop.
 
-Runs the same N trivial trials (digits + mlp, 1 epoch) twice on one local Ray:
+Runs the same N trivial trials (digits + mlp, 1 epoch) three ways on one local Ray:
 
 1. through `insgd-study launch` (in-process `study.cli.main`, the real command: Optuna
    asks/tells on its RDB storage, the driver writes every trial and epoch to the results
@@ -8,7 +8,12 @@ Runs the same N trivial trials (digits + mlp, 1 epoch) twice on one local Ray:
 2. through a bare `Tuner` over the same configurations: a function trainable calling
    `trainers.train` with `tune.report`, no search algorithm, no database, no checkpoints.
 
-Both use actor reuse, the same resources and one trial at a time (so a trial's overhead
+3. through a `Tuner` with Tune's own `OptunaSearch` on an Optuna `RDBStorage` in a fresh
+   SQLite file (random sampler, the same norms and lr range, no database of ours, no
+   checkpoints): the floor of the design the study service is specified on, so the
+   figures separate what Optuna's storage costs from what our own code adds.
+
+All use actor reuse, the same resources and one trial at a time (so a trial's overhead
 is not hidden behind another's work). Reported per trial:
 
 - total overhead = (wall time of the run - training work) / N, where the work is the sum
@@ -27,6 +32,7 @@ import io
 import json
 import logging
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -47,6 +53,21 @@ def bare_trial(config: dict[str, Any]) -> None:
     from trainers.train import train
 
     train(TrainConfig.from_dict(config["train"]), lambda m: tune.report(m.to_dict()))
+
+
+def optuna_trial(config: dict[str, Any]) -> None:
+    """The Tune + OptunaSearch trainable: the base config with the sampled norm and lr."""
+    from ray import tune
+
+    from trainers.config import TrainConfig
+    from trainers.train import train
+
+    params = {**config["base"], "norm": config["norm"], "lr": config["lr"]}
+    if config["norm"] == "none":
+        params.update(optimizer="sgd", norm="l2")  # how the study runs its SGD baseline
+    else:
+        params["optimizer"] = "insgd"
+    train(TrainConfig.from_dict(params), lambda m: tune.report(m.to_dict()))
 
 
 def run_launch(
@@ -135,6 +156,56 @@ def run_bare(configs: list[dict[str, Any]], workdir: Path) -> tuple[float, list[
     return wall, [{"work": work[t], "done": done[t]} for t in sorted(done, key=done.get)]
 
 
+def run_optuna_tuner(
+    base: dict[str, Any], trials: int, workdir: Path
+) -> tuple[float, list[dict[str, Any]]]:
+    """`Tuner` + `OptunaSearch` on an RDBStorage: Optuna asks, reports and tells per trial."""
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from study.runner import optuna_rdb_storage
+
+    done: dict[str, float] = {}
+    work: dict[str, float] = {}
+
+    class Times(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            work[trial.trial_id] = work.get(trial.trial_id, 0.0) + result["epoch_seconds"]
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            done[trial.trial_id] = time.time()
+
+    db = workdir / "optuna.db"
+    with sqlite3.connect(db) as conn:  # WAL, as the results database has (storage.engine)
+        conn.execute("PRAGMA journal_mode = WAL")
+    started = time.perf_counter()
+    search = OptunaSearch(
+        {
+            "norm": optuna.distributions.CategoricalDistribution(["none", "l2"]),
+            "lr": optuna.distributions.FloatDistribution(0.01, 0.1, log=True),
+        },
+        metric="val_accuracy",
+        mode="max",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        study_name="bare-optuna",
+        storage=optuna_rdb_storage(f"sqlite:///{db}"),
+    )
+    tuner = tune.Tuner(
+        tune.with_resources(optuna_trial, {"cpu": 1}),
+        param_space={"base": base},
+        tune_config=tune.TuneConfig(
+            search_alg=search, num_samples=trials, reuse_actors=True, max_concurrent_trials=1
+        ),
+        run_config=tune.RunConfig(
+            name="optuna", storage_path=str(workdir / "optuna"), verbose=0, callbacks=[Times()]
+        ),
+    )
+    tuner.fit()
+    wall = time.perf_counter() - started
+    return wall, [{"work": work[t], "done": done[t]} for t in sorted(done, key=done.get)]
+
+
 def summarize(wall: float, trials: list[dict[str, Any]]) -> dict[str, float]:
     work = sum(t["work"] for t in trials)
     done = sorted(t["done"] for t in trials)
@@ -193,16 +264,23 @@ def main(argv: list[str] | None = None) -> int:
             configs = [{k: t["params"][k] for k in keys} for t in launch_trials]
             logging.getLogger("ray").setLevel(logging.ERROR)
             bare_wall, bare_trials = run_bare(configs, workdir)
+            optuna_wall, optuna_trials = run_optuna_tuner(configs[0], args.trials, workdir)
     finally:
         ray.shutdown()
     ours, bare = summarize(launch_wall, launch_trials), summarize(bare_wall, bare_trials)
+    floor = summarize(optuna_wall, optuna_trials)
     result = {
         "insgd_study_launch": ours,
         "bare_tuner": bare,
+        "tuner_with_optuna_rdb": floor,
         "total_overhead_ratio": ours["total_overhead_per_trial_s"]
         / bare["total_overhead_per_trial_s"],
         "steady_overhead_ratio": ours["steady_overhead_per_trial_s"]
         / bare["steady_overhead_per_trial_s"],
+        "total_overhead_ratio_vs_optuna_rdb": ours["total_overhead_per_trial_s"]
+        / floor["total_overhead_per_trial_s"],
+        "steady_overhead_ratio_vs_optuna_rdb": ours["steady_overhead_per_trial_s"]
+        / floor["steady_overhead_per_trial_s"],
         "cpus": os.cpu_count(),
     }
     if args.json:
@@ -213,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs"
     )
     print(f"{'':24}{'wall s':>8}{'work s':>8}{'overhead/trial s':>18}{'steady/trial s':>16}")
-    for label, row in (("insgd-study launch", ours), ("bare Tuner", bare)):
+    rows = (("insgd-study launch", ours), ("bare Tuner", bare), ("Tuner + OptunaSearch", floor))
+    for label, row in rows:
         print(
             f"{label:24}{row['wall_s']:8.1f}{row['work_s']:8.1f}"
             f"{row['total_overhead_per_trial_s']:18.3f}"
@@ -222,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"ratio (ours / bare): total {result['total_overhead_ratio']:.2f}x, "
         f"steady {result['steady_overhead_ratio']:.2f}x"
+    )
+    print(
+        f"ratio (ours / Tuner + OptunaSearch on RDB): "
+        f"total {result['total_overhead_ratio_vs_optuna_rdb']:.2f}x, "
+        f"steady {result['steady_overhead_ratio_vs_optuna_rdb']:.2f}x"
     )
     return 0
 

@@ -1,0 +1,90 @@
+"""The benchmarks still run: each script on tiny inputs, its figures read back.
+
+The README's performance figures come from these scripts; a refactor that broke one
+would leave the README quoting a command that no longer works. Timings are not
+asserted (they are measured side by side inside each script, not here), only that
+every figure is produced, finite and of the right sign.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str, timeout: float = 180) -> str:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_optimizer_overhead_reports_a_ratio() -> None:
+    out = json.loads(
+        _run(
+            "optimizer_overhead.py",
+            *("--model", "mlp", "--batch-size", "32", "--rounds", "1"),
+            *("--steps", "3", "--warmup", "1", "--threads", "1", "--json"),
+        )
+    )
+    assert out["benchmark"] == "optimizer_overhead"
+    assert set(out["median_ms"]) == {"sgd", "insgd"}
+    assert all(_positive(v) for v in out["median_ms"].values())
+    assert _positive(out["ratio_paired_median"])
+
+
+def test_throughput_reports_images_per_second() -> None:
+    out = json.loads(
+        _run(
+            "throughput.py",
+            *("--models", "mlp", "--optimizers", "sgd,insgd", "--batch-size", "32"),
+            *("--images", "256", "--val-images", "64", "--epochs", "1"),
+            *("--warmup-epochs", "0", "--threads", "1", "--json"),
+        )
+    )
+    rows = {(r["model"], r["optimizer"]): r for r in out["results"]}
+    assert set(rows) == {("mlp", "sgd"), ("mlp", "insgd")}
+    assert all(_positive(r["images_per_second"]) for r in rows.values())
+
+
+def test_query_speed_prints_its_table() -> None:
+    out = _run("query_speed.py", "--trials", "50", "--repeat", "1")
+    lines = [line for line in out.splitlines() if line.startswith("| sqlite |")]
+    assert len(lines) >= 4, out
+    first = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert first[1] == "list_trials(study)" and first[2] == "50", first
+    assert all(float(cell) > 0 for cell in first[3:]), first
+
+
+@pytest.mark.slow
+def test_study_overhead_runs_all_three_loops() -> None:
+    out = json.loads(_run("study_overhead.py", "--trials", "3", "--json", timeout=300))
+    for loop in ("insgd_study_launch", "bare_tuner", "tuner_with_optuna_rdb"):
+        row = out[loop]
+        assert row["trials"] == 3, (loop, row)
+        assert _positive(row["work_s"]) and row["wall_s"] > row["work_s"], (loop, row)
+        assert _positive(row["steady_overhead_per_trial_s"]), (loop, row)
+    for key in (
+        "total_overhead_ratio",
+        "steady_overhead_ratio",
+        "total_overhead_ratio_vs_optuna_rdb",
+        "steady_overhead_ratio_vs_optuna_rdb",
+    ):
+        assert _positive(out[key]), key
