@@ -128,32 +128,48 @@ def run_launch(
     return wall, out
 
 
+def timing_callback() -> Any:
+    """A Tune callback noting each trial's training seconds and completion time.
+
+    Built in a function so that Ray is imported only once the benchmark starts it."""
+    from ray import tune
+
+    class Times(tune.Callback):
+        def __init__(self) -> None:
+            self.done: dict[str, float] = {}
+            self.work: dict[str, float] = {}
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            tid = trial.trial_id
+            self.work[tid] = self.work.get(tid, 0.0) + result["epoch_seconds"]
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.done[trial.trial_id] = time.time()
+
+        def trials(self) -> list[dict[str, float]]:
+            order = sorted(self.done, key=self.done.get)
+            return [{"work": self.work[t], "done": self.done[t]} for t in order]
+
+    return Times()
+
+
 def run_bare(configs: list[dict[str, Any]], workdir: Path) -> tuple[float, list[dict[str, Any]]]:
     """A bare Tuner over the same TrainConfigs; a callback only notes completion times."""
     from ray import tune
 
-    done: dict[str, float] = {}
-    work: dict[str, float] = {}
-
-    class Times(tune.Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            work[trial.trial_id] = work.get(trial.trial_id, 0.0) + result["epoch_seconds"]
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            done[trial.trial_id] = time.time()
-
+    times = timing_callback()
     started = time.perf_counter()
     tuner = tune.Tuner(
         tune.with_resources(bare_trial, {"cpu": 1}),
         param_space={"train": tune.grid_search(configs)},
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=1),
         run_config=tune.RunConfig(
-            name="bare", storage_path=str(workdir / "bare"), verbose=0, callbacks=[Times()]
+            name="bare", storage_path=str(workdir / "bare"), verbose=0, callbacks=[times]
         ),
     )
     tuner.fit()
     wall = time.perf_counter() - started
-    return wall, [{"work": work[t], "done": done[t]} for t in sorted(done, key=done.get)]
+    return wall, times.trials()
 
 
 def run_optuna_tuner(
@@ -166,16 +182,7 @@ def run_optuna_tuner(
 
     from study.runner import optuna_rdb_storage
 
-    done: dict[str, float] = {}
-    work: dict[str, float] = {}
-
-    class Times(tune.Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            work[trial.trial_id] = work.get(trial.trial_id, 0.0) + result["epoch_seconds"]
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            done[trial.trial_id] = time.time()
-
+    times = timing_callback()
     db = workdir / "optuna.db"
     with sqlite3.connect(db) as conn:  # WAL, as the results database has (storage.engine)
         conn.execute("PRAGMA journal_mode = WAL")
@@ -198,12 +205,12 @@ def run_optuna_tuner(
             search_alg=search, num_samples=trials, reuse_actors=True, max_concurrent_trials=1
         ),
         run_config=tune.RunConfig(
-            name="optuna", storage_path=str(workdir / "optuna"), verbose=0, callbacks=[Times()]
+            name="optuna", storage_path=str(workdir / "optuna"), verbose=0, callbacks=[times]
         ),
     )
     tuner.fit()
     wall = time.perf_counter() - started
-    return wall, [{"work": work[t], "done": done[t]} for t in sorted(done, key=done.get)]
+    return wall, times.trials()
 
 
 def summarize(wall: float, trials: list[dict[str, Any]]) -> dict[str, float]:
