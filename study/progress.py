@@ -84,7 +84,7 @@ class Progress(Callback):
     def _finish(self, trial: Any, outcome: str, seconds: Any) -> None:
         self.done += 1
         self._finished_now += 1
-        secs = f"{float(seconds):6.1f}s" if seconds is not None else "      ?"
+        secs = trial_seconds(seconds)
         best = f"best {self.best.accuracy:.4f} {self.best.label}" if self.best else "best -"
         self._print(
             f"{self.done:>4}/{self.total:<4} trial {trial.config['trial_number']:>4}  "
@@ -122,6 +122,15 @@ def trial_label(config: dict[str, Any]) -> str:
 def config_label(variant: str, lr: float, eps: float | None) -> str:
     """A configuration without its seed: "insgd-l2 lr=0.1 eps=0.01"."""
     return f"{variant} lr={lr:.3g}" + ("" if eps is None else f" eps={eps:.3g}")
+
+
+def trial_seconds(seconds: Any) -> str:
+    """A trial's seconds in a fixed 7-character column; tiny trials (a digits MLP epoch
+    takes milliseconds) keep two decimals instead of printing as 0.0s."""
+    if seconds is None:
+        return "      ?"
+    value = float(seconds)
+    return f"{value:6.2f}s" if value < 10 else f"{value:6.1f}s"
 
 
 def format_seconds(seconds: float) -> str:

@@ -41,7 +41,7 @@ TABLE_COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
     ("early", "stopped_early", "yn", False),
     ("epochs", "epochs_completed", "d", True),
     ("host", "hostname", "s", False),
-    ("wall_s", "wall_seconds", ".1f", True),
+    ("wall_s", "wall_seconds", ".2f", True),
 )
 # Kept literal (not imported) so that building the parser never imports SQLAlchemy;
 # a test checks it against storage.queries.FILTER_COLUMNS.

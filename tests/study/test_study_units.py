@@ -13,7 +13,7 @@ import pytest
 
 from study.config import StudyConfig, load_toml, merge, normalize_mapping
 from study.errors import UsageError
-from study.progress import best_per_variant, format_seconds, summary_table
+from study.progress import best_per_variant, format_seconds, summary_table, trial_seconds
 from study.runner import make_plan
 from study.samplers import make_sampler
 from study.search import METRIC, SeededSearch, StudyOptunaSearch
@@ -410,3 +410,11 @@ def test_every_preset_is_a_valid_study_and_default_is_the_default():
         assert config.target_trials > 0
     with_flag = merged_config(parser.parse_args(["launch", "--preset", "default", "--seeds", "2"]))
     assert with_flag.config.seeds == 2 and with_flag.config.target_trials == 42
+
+
+def test_trial_seconds_keep_a_fixed_column_and_show_millisecond_trials() -> None:
+    assert trial_seconds(None) == "      ?"
+    assert trial_seconds(0.0123) == "  0.01s"  # a digits-MLP trial is not "0.0s"
+    assert trial_seconds(3.456) == "  3.46s"
+    assert trial_seconds(12.34) == "  12.3s"
+    assert {len(trial_seconds(v)) for v in (None, 0.01, 9.5, 99.0, 9999.0)} == {7}
