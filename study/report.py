@@ -75,7 +75,12 @@ def _metric_text(metric: str, v: VariantSummary) -> str:
     if metric == "lr_window_decades":
         return f"{value:.2f} decades"
     if metric == "max_stable_lr":
-        return "none (diverged at every lr)" if value is None else f"lr {lr_str(value)}"
+        if value is None:
+            return "none (diverged at every lr)"
+        # Not diverging is not learning: a run stuck at chance accuracy is "stable" too,
+        # so the accuracy there goes with the lr.
+        there = next((g.mean for g in v.groups if g.lr == value), None)
+        return f"lr {lr_str(value)}" + ("" if there is None else f" at {pct(there)} accuracy")
     return pct(value, 1)
 
 

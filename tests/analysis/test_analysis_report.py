@@ -76,7 +76,11 @@ def test_table_shows_percent_intervals_verdicts_and_the_lr_table(known_study_url
         "insgd-l2 lead with 1.00 decades (sgd 0.00 decades)" in verdict
     )
     assert "insgd-l2 - sgd = +1.00 decades [+1.00, +1.00], INSGD better" in verdict
-    assert "Max stable lr: insgd-l1 and insgd-l2 lead with lr 10 (sgd lr 1)" in verdict
+    # not diverging is not learning: the accuracy at the max stable lr goes with it
+    assert (
+        "Max stable lr: insgd-l1 (lr 10 at 70.00% accuracy) and insgd-l2 (lr 10 at 75.00% "
+        "accuracy) lead (sgd lr 1 at 60.00% accuracy)" in verdict
+    )
     assert re.search(
         r"^10\s+0\.00 \+-0\.00 \(2/2 div\)\s+70\.00 \+-0\.28\s+75\.00 \+-0\.28$", out, re.M
     )

@@ -34,7 +34,10 @@ def test_a_tie_at_different_lrs_names_each_leaders_lr():
         "LR window (lrs within 1 accuracy point of the variant's best): "
         "all variants tie at 0.00 decades"
     )
-    assert stable == "Max stable lr: insgd-l2 leads with lr 1 (sgd lr 0.1, insgd-l1 lr 0.1)."
+    assert stable == (
+        "Max stable lr: insgd-l2 leads with lr 1 at 90.00% accuracy "
+        "(sgd lr 0.1 at 90.00% accuracy, insgd-l1 lr 0.1 at 40.00% accuracy)."
+    )
     assert divergence == ("Divergence rate: insgd-l2 leads with 0.0% (sgd 50.0%, insgd-l1 50.0%).")
     assert auc.startswith("Accuracy averaged over the lr range (AUC): insgd-l2 leads with 70.0%")
 
