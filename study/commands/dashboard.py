@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from study.commands import add_storage_option
 from study.dashboard import DEFAULT_HOST, DEFAULT_PORT
 from study.errors import UsageError
 
@@ -21,12 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="serve optuna-dashboard on the study database (localhost by default)",
         description="Serve optuna-dashboard on the results database until Ctrl-C.",
     )
-    parser.add_argument(
-        "--storage",
-        default=None,
-        metavar="URL",
-        help="results database (default: $INSGD_STORAGE or sqlite:///studies.db)",
-    )
+    add_storage_option(parser)
     parser.add_argument(
         "--host",
         default=DEFAULT_HOST,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from study.commands import add_storage_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -32,12 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Show the schema revision of the database (read-only).",
     )
     for sub in (upgrade, current):
-        sub.add_argument(
-            "--storage",
-            default=None,
-            metavar="URL",
-            help="results database (default: $INSGD_STORAGE or sqlite:///studies.db)",
-        )
+        add_storage_option(sub)
     parser.set_defaults(func=run)
 
 

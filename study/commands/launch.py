@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from study.commands import STORAGE_HELP
 from study.errors import UsageError
 
 # flag -> (StudyConfig key, argparse type, help)
@@ -18,8 +19,7 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
         "--storage",
         "storage",
         str,
-        "results database URL, no password (default: $INSGD_STORAGE, a file named by "
-        "$INSGD_STORAGE_FILE, else sqlite:///studies.db)",
+        STORAGE_HELP,
     ),
     ("--name", "name", str, "study name (default: default)"),
     ("--dataset", "dataset", str, "dataset name (default: digits)"),

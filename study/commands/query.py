@@ -23,6 +23,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from study.commands import add_storage_option
+
 FORMATS = ("table", "csv", "json")
 # The columns of `--format table` (every JSON key would not fit a terminal):
 # (header, TrialRow attribute, format spec, right-aligned).
@@ -62,12 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             f"Filter and --order-by columns: {WHERE_HELP_COLUMNS}."
         ),
     )
-    parser.add_argument(
-        "--storage",
-        default=None,
-        metavar="URL",
-        help="results database (default: $INSGD_STORAGE or sqlite:///studies.db)",
-    )
+    add_storage_option(parser)
     parser.add_argument("--study", default=None, metavar="NAME", help="only this study")
     parser.add_argument(
         "--where",

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from study.commands import add_storage_option
 from study.errors import UsageError
 from study.report_options import DEFAULT_BINS, DEFAULT_TOLERANCE
 
@@ -33,12 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "parameter importances."
         ),
     )
-    parser.add_argument(
-        "--storage",
-        default=None,
-        metavar="URL",
-        help="results database (default: $INSGD_STORAGE or sqlite:///studies.db)",
-    )
+    add_storage_option(parser)
     parser.add_argument("--study", required=True, metavar="NAME", help="the study to report on")
     parser.add_argument(
         "--tolerance",
