@@ -22,7 +22,11 @@ is not hidden behind another's work). Reported per trial:
 - steady overhead = the median gap between consecutive trial completions minus the
   trial's work (trials 2..N: the cost of one more trial on a warm, reused actor).
 
-Usage: python benchmarks/study_overhead.py [--trials 20] [--json]
+Every loop starts warm (the libraries all of them use imported, one throwaway Tuner run
+first), and `--rounds R` repeats the three loops R times, one after another, and reports
+the medians: on a shared VM one run's ratio moves by +-0.2 from noise alone.
+
+Usage: python benchmarks/study_overhead.py [--trials 20] [--rounds 3] [--json]
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ def optuna_trial(config: dict[str, Any]) -> None:
 
 
 def run_launch(
-    url: str, workdir: Path, trials: int, epochs: int, batch_size: int
+    url: str, workdir: Path, name: str, trials: int, epochs: int, batch_size: int
 ) -> tuple[float, list[dict[str, Any]]]:
     """`insgd-study launch` with N random-search trials; returns wall time and the trials."""
     import storage
@@ -82,7 +86,7 @@ def run_launch(
         "--storage",
         url,
         "--name",
-        "overhead",
+        name,
         "--sampler",
         "random",
         "--sampler-seed",
@@ -102,7 +106,7 @@ def run_launch(
         "--max-concurrent",
         "1",
         "--results-dir",
-        str(workdir / "launch"),
+        str(workdir / name),
     ]
     started = time.perf_counter()
     with redirect_stdout(io.StringIO()):
@@ -112,12 +116,12 @@ def run_launch(
         raise SystemExit(f"launch failed with exit code {code}")
     engine = storage.open_database(url)
     epochs_by_trial: dict[int, float] = {}
-    for row in storage.queries.study_epochs(engine, "overhead"):
+    for row in storage.queries.study_epochs(engine, name):
         epochs_by_trial[row.trial_number] = epochs_by_trial.get(row.trial_number, 0.0) + (
             row.epoch_seconds or 0.0
         )
     out = []
-    for row in storage.queries.list_trials(engine, "overhead", order_by="trial_number"):
+    for row in storage.queries.list_trials(engine, name, order_by="trial_number"):
         out.append(
             {
                 "work": epochs_by_trial.get(row.trial_number, 0.0),
@@ -153,7 +157,9 @@ def timing_callback() -> Any:
     return Times()
 
 
-def run_bare(configs: list[dict[str, Any]], workdir: Path) -> tuple[float, list[dict[str, Any]]]:
+def run_bare(
+    configs: list[dict[str, Any]], workdir: Path, name: str
+) -> tuple[float, list[dict[str, Any]]]:
     """A bare Tuner over the same TrainConfigs; a callback only notes completion times."""
     from ray import tune
 
@@ -164,7 +170,7 @@ def run_bare(configs: list[dict[str, Any]], workdir: Path) -> tuple[float, list[
         param_space={"train": tune.grid_search(configs)},
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=1),
         run_config=tune.RunConfig(
-            name="bare", storage_path=str(workdir / "bare"), verbose=0, callbacks=[times]
+            name=name, storage_path=str(workdir / name), verbose=0, callbacks=[times]
         ),
     )
     tuner.fit()
@@ -173,7 +179,7 @@ def run_bare(configs: list[dict[str, Any]], workdir: Path) -> tuple[float, list[
 
 
 def run_optuna_tuner(
-    base: dict[str, Any], trials: int, workdir: Path
+    base: dict[str, Any], trials: int, workdir: Path, name: str
 ) -> tuple[float, list[dict[str, Any]]]:
     """`Tuner` + `OptunaSearch` on an RDBStorage: Optuna asks, reports and tells per trial."""
     import optuna
@@ -183,7 +189,7 @@ def run_optuna_tuner(
     from study.runner import optuna_rdb_storage
 
     times = timing_callback()
-    db = workdir / "optuna.db"
+    db = workdir / f"{name}.db"
     with sqlite3.connect(db) as conn:  # WAL, as the results database has (storage.engine)
         conn.execute("PRAGMA journal_mode = WAL")
     started = time.perf_counter()
@@ -195,7 +201,7 @@ def run_optuna_tuner(
         metric="val_accuracy",
         mode="max",
         sampler=optuna.samplers.RandomSampler(seed=0),
-        study_name="bare-optuna",
+        study_name=name,
         storage=optuna_rdb_storage(f"sqlite:///{db}"),
     )
     tuner = tune.Tuner(
@@ -205,12 +211,29 @@ def run_optuna_tuner(
             search_alg=search, num_samples=trials, reuse_actors=True, max_concurrent_trials=1
         ),
         run_config=tune.RunConfig(
-            name="optuna", storage_path=str(workdir / "optuna"), verbose=0, callbacks=[times]
+            name=name, storage_path=str(workdir / name), verbose=0, callbacks=[times]
         ),
     )
     tuner.fit()
     wall = time.perf_counter() - started
     return wall, times.trials()
+
+
+def noop_trial(config: dict[str, Any]) -> None:
+    """The warm-up trainable: one report, no work."""
+    from ray import tune
+
+    tune.report({"done": 1})
+
+
+def warm_up(workdir: Path) -> None:
+    """One untimed one-trial Tuner: Tune's lazily imported driver code is loaded for all."""
+    from ray import tune
+
+    tune.Tuner(
+        noop_trial,
+        run_config=tune.RunConfig(name="warm", storage_path=str(workdir / "warm"), verbose=0),
+    ).fit()
 
 
 def summarize(wall: float, trials: list[dict[str, Any]]) -> dict[str, float]:
@@ -226,13 +249,57 @@ def summarize(wall: float, trials: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+#: The TrainConfig fields the bare loops take from the trials launch ran.
+CONFIG_KEYS = (
+    "dataset",
+    "model",
+    "data_dir",
+    "optimizer",
+    "norm",
+    "eps",
+    "lr",
+    "epochs",
+    "batch_size",
+    "seed",
+    "device",
+)
+LOOPS = ("insgd_study_launch", "bare_tuner", "tuner_with_optuna_rdb")
+
+
+def run_round(workdir: Path, url: str, index: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The three loops, one after another, on the same configurations."""
+    launch = run_launch(
+        url, workdir, f"overhead-{index}", args.trials, args.epochs, args.batch_size
+    )
+    configs = [{k: t["params"][k] for k in CONFIG_KEYS} for t in launch[1]]
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    bare = run_bare(configs, workdir, f"bare-{index}")
+    floor = run_optuna_tuner(configs[0], args.trials, workdir, f"optuna-{index}")
+    return {name: summarize(*run) for name, run in zip(LOOPS, (launch, bare, floor), strict=True)}
+
+
+def ratios(row: dict[str, Any]) -> dict[str, float]:
+    ours, bare, floor = (row[name] for name in LOOPS)
+    total, steady = "total_overhead_per_trial_s", "steady_overhead_per_trial_s"
+    return {
+        "total_overhead_ratio": ours[total] / bare[total],
+        "steady_overhead_ratio": ours[steady] / bare[steady],
+        "total_overhead_ratio_vs_optuna_rdb": ours[total] / floor[total],
+        "steady_overhead_ratio_vs_optuna_rdb": ours[steady] / floor[steady],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="repeats; medians are reported")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
+    if args.trials < 2 or args.rounds < 1:
+        print("study_overhead: --trials must be >= 2 and --rounds >= 1", file=sys.stderr)
+        return 2
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -242,79 +309,62 @@ def main(argv: list[str] | None = None) -> int:
         logging.ERROR
     )
     ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    # Imports both runs need (Tune, the trainer) are paid before either is timed, so the
-    # first run is not charged for the second's imports.
+    # Every loop starts warm: the libraries they use (Tune, the trainer, Optuna and
+    # SQLAlchemy) are imported and one throwaway Tuner has run before anything is timed,
+    # so whichever loop comes first is not charged for one-off imports the others reuse.
+    import optuna  # noqa: F401
     import ray.tune  # noqa: F401
+    import sqlalchemy  # noqa: F401
 
     import trainers.train  # noqa: F401
 
+    rounds = []
     try:
         with tempfile.TemporaryDirectory(prefix="insgd-overhead-") as tmp:
             workdir = Path(tmp)
             url = f"sqlite:///{workdir / 'studies.db'}"
-            launch_wall, launch_trials = run_launch(
-                url, workdir, args.trials, args.epochs, args.batch_size
-            )
-            keys = (
-                "dataset",
-                "model",
-                "data_dir",
-                "optimizer",
-                "norm",
-                "eps",
-                "lr",
-                "epochs",
-                "batch_size",
-                "seed",
-                "device",
-            )
-            configs = [{k: t["params"][k] for k in keys} for t in launch_trials]
-            logging.getLogger("ray").setLevel(logging.ERROR)
-            bare_wall, bare_trials = run_bare(configs, workdir)
-            optuna_wall, optuna_trials = run_optuna_tuner(configs[0], args.trials, workdir)
+            warm_up(workdir)
+            for index in range(args.rounds):
+                row = run_round(workdir, url, index, args)
+                rounds.append({**row, **ratios(row)})
+                if not args.json:
+                    print(f"round {index + 1}/{args.rounds}: " + _ratio_line(rounds[-1]))
     finally:
         ray.shutdown()
-    ours, bare = summarize(launch_wall, launch_trials), summarize(bare_wall, bare_trials)
-    floor = summarize(optuna_wall, optuna_trials)
-    result = {
-        "insgd_study_launch": ours,
-        "bare_tuner": bare,
-        "tuner_with_optuna_rdb": floor,
-        "total_overhead_ratio": ours["total_overhead_per_trial_s"]
-        / bare["total_overhead_per_trial_s"],
-        "steady_overhead_ratio": ours["steady_overhead_per_trial_s"]
-        / bare["steady_overhead_per_trial_s"],
-        "total_overhead_ratio_vs_optuna_rdb": ours["total_overhead_per_trial_s"]
-        / floor["total_overhead_per_trial_s"],
-        "steady_overhead_ratio_vs_optuna_rdb": ours["steady_overhead_per_trial_s"]
-        / floor["steady_overhead_per_trial_s"],
-        "cpus": os.cpu_count(),
+    result: dict[str, Any] = {
+        name: {k: statistics.median(r[name][k] for r in rounds) for k in rounds[0][name]}
+        for name in LOOPS
     }
+    for key in ratios(rounds[0]):
+        result[key] = statistics.median(r[key] for r in rounds)
+    result.update(rounds=rounds, cpus=os.cpu_count())
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(
         f"{args.trials} trials of digits + mlp, {args.epochs} epoch(s), one at a time, "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs; medians of {args.rounds} round(s)"
     )
     print(f"{'':24}{'wall s':>8}{'work s':>8}{'overhead/trial s':>18}{'steady/trial s':>16}")
-    rows = (("insgd-study launch", ours), ("bare Tuner", bare), ("Tuner + OptunaSearch", floor))
-    for label, row in rows:
+    labels = ("insgd-study launch", "bare Tuner", "Tuner + OptunaSearch")
+    for label, name in zip(labels, LOOPS, strict=True):
+        row = result[name]
         print(
             f"{label:24}{row['wall_s']:8.1f}{row['work_s']:8.1f}"
             f"{row['total_overhead_per_trial_s']:18.3f}"
             f"{row['steady_overhead_per_trial_s']:16.3f}"
         )
-    print(
-        f"ratio (ours / bare): total {result['total_overhead_ratio']:.2f}x, "
-        f"steady {result['steady_overhead_ratio']:.2f}x"
-    )
-    print(
-        f"ratio (ours / Tuner + OptunaSearch on RDB): "
-        f"total {result['total_overhead_ratio_vs_optuna_rdb']:.2f}x, "
-        f"steady {result['steady_overhead_ratio_vs_optuna_rdb']:.2f}x"
-    )
+    print("median " + _ratio_line(result))
     return 0
+
+
+def _ratio_line(row: dict[str, Any]) -> str:
+    return (
+        f"ratio ours / bare: total {row['total_overhead_ratio']:.2f}x, "
+        f"steady {row['steady_overhead_ratio']:.2f}x; ours / Tuner + OptunaSearch on RDB: "
+        f"total {row['total_overhead_ratio_vs_optuna_rdb']:.2f}x, "
+        f"steady {row['steady_overhead_ratio_vs_optuna_rdb']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

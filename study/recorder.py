@@ -13,6 +13,10 @@ event loop for every trial event:
 
 A worker failure with retries left is not an end: Tune restores the trial from its last
 per-epoch checkpoint and this callback keeps the trial RUNNING under the same number.
+
+The writes go through `writes` (`study.writes`: in a launch, a background thread, in
+order), so they cost Tune's event loop only the time to build them; every time stamp is
+taken here, when the event happens, not when its row is written.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ray.tune import Callback
 
 from storage import COMPLETE, FAIL, PRUNED, ResultWriter
 from study.search import stopped_early
+from study.writes import InlineWrites, Writes
 
 _WHERE_KEYS = ("node_id", "hostname", "device_name")
 
@@ -31,10 +36,17 @@ _WHERE_KEYS = ("node_id", "hostname", "device_name")
 class Recorder(Callback):
     """Writes one study's trials through `storage.ResultWriter`; see the module docstring."""
 
-    def __init__(self, writer: ResultWriter, study: str, epochs_planned: int) -> None:
+    def __init__(
+        self,
+        writer: ResultWriter,
+        study: str,
+        epochs_planned: int,
+        writes: Writes | None = None,
+    ) -> None:
         self.writer = writer
         self.study = study
         self.epochs_planned = epochs_planned
+        self.writes: Writes = writes if writes is not None else InlineWrites()
         self._started: dict[int, datetime] = {}
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -53,7 +65,7 @@ class Recorder(Callback):
         if config["norm"] == "none":
             fields["eps"] = None  # SGD has no eps, whatever TrainConfig's default says
         fields["started_at"] = self._started[number] = datetime.now(UTC)
-        self.writer.start_trial(self.study, number, fields)
+        self.writes.submit(self.writer.start_trial, self.study, number, fields)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any
@@ -62,7 +74,8 @@ class Recorder(Callback):
         epoch = result.get("epoch")
         if epoch is None:
             return
-        self.writer.record_epoch(self.study, number, int(epoch), result)
+        # a copy: Tune keeps the dict as the trial's last result and may add to it
+        self.writes.submit(self.writer.record_epoch, self.study, number, int(epoch), dict(result))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
@@ -73,8 +86,9 @@ class Recorder(Callback):
             stopped_early=pruned,
             wall_seconds=last.get("time_total_s"),
             params=_attempts(trial, last),
+            finished_at=datetime.now(UTC),
         )
-        self.writer.finish_trial(self.study, _number(trial), fields)
+        self.writes.submit(self.writer.finish_trial, self.study, _number(trial), fields)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
@@ -84,8 +98,9 @@ class Recorder(Callback):
             error=error_text(trial),
             wall_seconds=last.get("time_total_s"),
             params=_attempts(trial, last),
+            finished_at=datetime.now(UTC),
         )
-        self.writer.finish_trial(self.study, _number(trial), fields)
+        self.writes.submit(self.writer.finish_trial, self.study, _number(trial), fields)
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks into its experiment state; an engine does not pickle, and a

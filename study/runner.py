@@ -19,6 +19,7 @@ reverse), and a restored Optuna searcher would double-count. A trial that Tune r
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -37,6 +38,9 @@ from study.errors import UsageError
 from study.space import Point, find_point, grid_points
 
 FINISHED_STATES = ("COMPLETE", "PRUNED")
+#: Samplers whose next configuration does not depend on earlier results (grid points are
+#: fixed and enqueued): the searcher may ask Optuna for it while the current one trains.
+HISTORY_FREE_SAMPLERS = frozenset({"random", "qmc", "grid"})
 
 
 @dataclass
@@ -299,6 +303,7 @@ def _fit(
     from study.search import METRIC, MODE, SeededSearch, StudyOptunaSearch
     from study.space import define_space
     from study.trainable import run_trial
+    from study.writes import BackgroundWrites
 
     optuna_storage = optuna_rdb_storage(prepared.url)
     clean_optuna_study(optuna_storage, config.name)
@@ -310,6 +315,7 @@ def _fit(
         study_name=config.name,
         storage=optuna_storage,
     )
+    writes = BackgroundWrites()  # the database and Optuna calls, off Tune's event loop
     searcher = SeededSearch(
         optuna_search,
         config,
@@ -317,6 +323,8 @@ def _fit(
         sample=plan.sample,
         budget=plan.budget,
         first_number=plan.first_number,
+        writes=writes,
+        ask_ahead=config.sampler in HISTORY_FREE_SAMPLERS,
     )
     if config.scheduler == "asha":
         scheduler: Any = ASHAScheduler(
@@ -350,14 +358,21 @@ def _fit(
         run_config=tune.RunConfig(
             name=f"insgd-{config.name}-{datetime.now():%Y%m%d-%H%M%S}",
             storage_path=_storage_path(config.results_dir),
-            callbacks=[Recorder(writer, config.name, config.epochs), progress],
+            callbacks=[Recorder(writer, config.name, config.epochs, writes), progress],
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=1 if config.verbose else 0,
         ),
     )
     warm = _prewarm_report_imports()
-    tuner.fit()
+    try:
+        tuner.fit()
+        searcher.release_unused()
+    except BaseException:
+        with contextlib.suppress(Exception):  # the study's own error is the one to show
+            writes.close()
+        raise
+    writes.close()  # every queued write is in the database before anything reads it
     warm.join()
     return searcher.emitted
 

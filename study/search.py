@@ -18,6 +18,10 @@ Fixed points (every grid point, and on ``--resume`` the configurations whose see
 missing) are enqueued in Optuna right before they are asked for, so Optuna's history holds
 them like sampled ones. Which trials exist is decided from the results database, not from
 Tune's experiment state, which is why `save`/`restore` keep nothing (see `study.runner`).
+
+Every Optuna call goes through `writes` (`study.writes`): in a launch, one background
+thread in submission order, so reports and tells leave the driver's event loop while asks
+still see every earlier tell. The bookkeeping above stays in the driver's thread.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import json
 import math
 from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +39,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from study.config import StudyConfig
 from study.space import Point, variant_of
+from study.writes import InlineWrites, Writes
 
 METRIC = "val_accuracy"
 MODE = "max"
@@ -63,6 +69,7 @@ class Group:
     curves: dict[int, dict[int, float]] = field(default_factory=dict)
     reported_step: int = 0
     told: bool = False
+    optuna_number: int | None = None
 
     @property
     def done(self) -> bool:
@@ -110,9 +117,27 @@ class StudyOptunaSearch(OptunaSearch):
             for name, value in attrs.items():
                 trial.set_user_attr(name, value)
 
-    def optuna_number(self, key: str) -> int | None:
-        trial = self._ot_trials.get(key)
-        return None if trial is None else int(trial.number)
+    def ask_group(self, key: str, point: Point | None) -> tuple[dict[str, Any], int]:
+        """Ask for a configuration (`point`'s, if fixed); returns its params and number."""
+        params = self.suggest(key) if point is None else self.ask_fixed(key, point)
+        return params, int(self._ot_trials[key].number)
+
+    def fail_unused(self, key: str) -> None:
+        """Fail the trial asked for `key` that will never run (if the ask got that far)."""
+        if key in self._ot_trials:
+            self.on_trial_complete(key, error=True)
+
+    def tell_group(
+        self, key: str, attrs: dict[str, Any], *, failed: bool, value: float | None
+    ) -> None:
+        """Store the group's user attributes, then tell its outcome (value None: PRUNED)."""
+        self.set_user_attrs(key, attrs)
+        if failed:
+            self.on_trial_complete(key, error=True)
+        elif value is None:
+            self.on_trial_complete(key, result=None)
+        else:
+            self.on_trial_complete(key, result={METRIC: value})
 
 
 def _set_user_attrs_in_one_session(trial: Any, attrs: dict[str, Any]) -> bool:
@@ -145,7 +170,14 @@ class SeededSearch(Searcher):
     `fixed` are groups to run first (resumed partial configurations, then grid points);
     when they are used up and `sample` is true, new configurations come from Optuna.
     `budget` is how many Tune trials this launch creates; `first_number` the first study
-    trial number it hands out (numbers are never reused, across launches too).
+    trial number it hands out (numbers are never reused, across launches too). `writes`
+    runs the Optuna calls (at once, in this thread, when not given).
+
+    `ask_ahead` (for samplers whose next point does not depend on results: random, qmc,
+    and fixed points) asks Optuna for the next configuration as soon as the current one
+    starts, so the ask runs on the writes thread while the trial trains instead of
+    between two trials. Optuna then shows that configuration RUNNING from its ask on.
+    TPE asks only when a configuration is needed, after every earlier tell.
     """
 
     def __init__(
@@ -157,9 +189,14 @@ class SeededSearch(Searcher):
         sample: bool,
         budget: int,
         first_number: int,
+        writes: Writes | None = None,
+        ask_ahead: bool = False,
     ) -> None:
         super().__init__(metric=METRIC, mode=MODE)
         self._optuna = optuna_search
+        self._writes: Writes = writes if writes is not None else InlineWrites()
+        self._ask_ahead = ask_ahead
+        self._ahead: tuple[Group, Future[tuple[dict[str, Any], int]]] | None = None
         self._config = config
         self._queue: deque[Group] = deque(fixed)
         self._sample = sample
@@ -203,7 +240,7 @@ class SeededSearch(Searcher):
             "eps": point.eps,
             "seed": seed,
             "variant": variant_of(point.norm),
-            "optuna_trial": self._optuna.optuna_number(group.key),
+            "optuna_trial": group.optuna_number,
             "train": train,
         }
 
@@ -257,33 +294,53 @@ class SeededSearch(Searcher):
     def _group_with_work(self) -> Group | None:
         if self._current is not None and self._current.todo:
             return self._current
+        if self._ahead is not None:
+            group, asked = self._ahead
+            self._ahead = None
+            answer = asked.result()
+        else:
+            group = self._next_group()
+            if group is None:
+                return None
+            answer = self._writes.call(self._optuna.ask_group, group.key, group.point)
+        self._start_group(group, answer)
+        if self._ask_ahead and self._budget - self._emitted - len(group.todo) > 0:
+            upcoming = self._next_group()
+            if upcoming is not None:
+                asked = self._writes.submit(self._optuna.ask_group, upcoming.key, upcoming.point)
+                self._ahead = (upcoming, asked)
+        return group
+
+    def _next_group(self) -> Group | None:
+        """The next group to run (not asked yet): a queued fixed one, else a new sample."""
         while self._queue:
             group = self._queue.popleft()
-            if not group.todo:
-                continue
-            self._start_group(group)
-            return group
+            if group.todo:
+                return group
         if not self._sample:
             return None
         self._group_counter += 1
-        group = Group(
+        return Group(
             key=f"new-{self._group_counter}",
             point=None,
             todo=deque(range(self._config.seeds)),
             seeds=self._config.seeds,
         )
-        self._start_group(group)
-        return group
 
-    def _start_group(self, group: Group) -> None:
-        if group.point is None:
-            params = self._optuna.suggest(group.key)
-            group.point = Point.from_params(params)
-        else:
-            params = self._optuna.ask_fixed(group.key, group.point)
-            group.point = Point.from_params(params)
+    def _start_group(self, group: Group, answer: tuple[dict[str, Any], int]) -> None:
+        params, group.optuna_number = answer
+        group.point = Point.from_params(params)
         self._groups[group.key] = group
         self._current = group
+
+    def release_unused(self) -> None:
+        """Fail the configuration asked ahead that no trial will run (an interrupted study),
+        so Optuna does not keep it RUNNING."""
+        if self._ahead is None:
+            return
+        group, _ = self._ahead
+        self._ahead = None
+        self._writes.submit(self._optuna.fail_unused, group.key)
 
     def _record_epoch(self, group: Group, seed: int, result: dict[str, Any]) -> None:
         epoch = result.get("epoch")
@@ -308,8 +365,10 @@ class SeededSearch(Searcher):
                     break
             if not ready or not values:
                 return
-            self._optuna.on_trial_result(
-                group.key, {METRIC: sum(values) / len(values), "training_iteration": step}
+            self._writes.submit(
+                self._optuna.on_trial_result,
+                group.key,
+                {METRIC: sum(values) / len(values), "training_iteration": step},
             )
             group.reported_step = step
 
@@ -319,19 +378,14 @@ class SeededSearch(Searcher):
         outcomes = [group.outcomes[s] for s in sorted(group.outcomes)]
         assert group.point is not None
         # each attribute is a write to the database: three, set once, at the end
-        self._optuna.set_user_attrs(
-            group.key,
-            {
-                "variant": variant_of(group.point.norm),
-                "diverged": any(o.diverged for o in outcomes),
-                "trial_numbers": [o.trial_number for o in outcomes],
-            },
-        )
-        if any(o.failed for o in outcomes):
-            self._optuna.on_trial_complete(group.key, error=True)
-        elif any(o.pruned for o in outcomes):
-            self._optuna.on_trial_complete(group.key, result=None)
-        else:
-            mean = sum(objective(o.accuracy) for o in outcomes) / len(outcomes)
-            self._optuna.on_trial_complete(group.key, result={METRIC: mean})
+        attrs = {
+            "variant": variant_of(group.point.norm),
+            "diverged": any(o.diverged for o in outcomes),
+            "trial_numbers": [o.trial_number for o in outcomes],
+        }
+        failed = any(o.failed for o in outcomes)
+        value = None
+        if not failed and not any(o.pruned for o in outcomes):
+            value = sum(objective(o.accuracy) for o in outcomes) / len(outcomes)
+        self._writes.submit(self._optuna.tell_group, group.key, attrs, failed=failed, value=value)
         group.told = True

@@ -3,7 +3,10 @@
 Everything a trial needs is in its config (`config["train"]` is a complete
 `TrainConfig.to_dict()`, built by the driver), so this module holds no study logic:
 it picks the device, restores the last per-epoch checkpoint if Tune restarted the trial
-after a worker died, and hands every epoch to `tune.report` with that epoch's checkpoint.
+after a worker died, and hands every epoch to `tune.report` with that epoch's checkpoint,
+except the trial's last (its final or diverged epoch): a finished trial is never resumed.
+A worker that dies after that report but before Tune sees the trial end restarts it from
+the epoch before, and the last epoch runs again.
 Workers never touch the database; the driver records what they report
 (`study.recorder`). Each report carries where the trial ran (Ray node id, hostname,
 device) and the epoch it resumed from, so the driver can tell a restart from a resume.
@@ -71,13 +74,24 @@ def run_trial(config: dict[str, Any]) -> None:
         static["resumed_from_epoch"] = _checkpoint_epoch(workdir) if resume_from else 0
 
         def report(metrics: Any) -> None:
+            if metrics.epoch >= train_config.epochs or metrics.diverged:
+                # the trial's last epoch: nothing resumes from it, so no checkpoint (the
+                # trainer skipped writing it; Tune persisting one costs ~20 ms a trial)
+                tune.report({**metrics.to_dict(), **static})
+                return
             (workdir / EPOCH_FILE).write_text(str(metrics.epoch), encoding="utf-8")
             tune.report(
                 {**metrics.to_dict(), **static},
                 checkpoint=tune.Checkpoint.from_directory(str(workdir)),
             )
 
-        train(train_config, report, checkpoint_path=checkpoint_path, resume_from=resume_from)
+        train(
+            train_config,
+            report,
+            checkpoint_path=checkpoint_path,
+            resume_from=resume_from,
+            checkpoint_last=False,
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

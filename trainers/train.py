@@ -88,11 +88,14 @@ def train(
     *,
     checkpoint_path: str | Path | None = None,
     resume_from: str | Path | None = None,
+    checkpoint_last: bool = True,
 ) -> TrialResult:
     """Train `config` for `config.epochs` epochs (or until it diverges).
 
     `on_epoch(metrics)` runs after every epoch, after that epoch's checkpoint is written to
     `checkpoint_path` (if given). `resume_from` continues a trial from such a checkpoint.
+    `checkpoint_last=False` skips the checkpoint of the trial's last epoch (its final or
+    diverged one), for a caller that never resumes a finished trial (a Tune trial).
     Bad input (unknown dataset/model, missing data, unusable device, a checkpoint for
     another configuration) raises ValueError / FileNotFoundError before any training.
     """
@@ -118,7 +121,8 @@ def train(
                 break
             metrics = runner.run_epoch(epoch)
             history.append(metrics)
-            if checkpoint_path is not None:
+            last_epoch = epoch == config.epochs or metrics.diverged
+            if checkpoint_path is not None and (checkpoint_last or not last_epoch):
                 save_checkpoint(
                     checkpoint_path,
                     {
@@ -389,8 +393,15 @@ class _CallableModule(types.ModuleType):
         *,
         checkpoint_path: str | Path | None = None,
         resume_from: str | Path | None = None,
+        checkpoint_last: bool = True,
     ) -> TrialResult:
-        return train(config, on_epoch, checkpoint_path=checkpoint_path, resume_from=resume_from)
+        return train(
+            config,
+            on_epoch,
+            checkpoint_path=checkpoint_path,
+            resume_from=resume_from,
+            checkpoint_last=checkpoint_last,
+        )
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -37,3 +37,29 @@ def test_eps_and_learning_curve_figures_when_there_is_data(tmp_path):
     written = render_figures(analyze_points(pts), curves, tmp_path)
     assert list(written) == ["accuracy_vs_lr", "eps_sensitivity", "learning_curves"]
     assert all(p.stat().st_size > 5000 for p in written.values())
+
+
+def test_log_axes_are_labelled_in_plain_numbers_minor_ticks_too_within_a_decade():
+    """Plain text, not mathtext (its parser cost more than the rest of a figure), and the
+    same ticks labelled as matplotlib's own formatter: decades, and minor ticks on short
+    axes."""
+    from matplotlib.figure import Figure
+
+    from study.plots import _log_x
+
+    def labels(low: float, high: float) -> list[str]:
+        fig = Figure(figsize=(6, 2))
+        ax = fig.subplots()
+        ax.plot([low, high], [0, 1])
+        _log_x(ax)
+        ax.set_xlim(low, high)
+        fig.canvas.draw()
+        ticks = ax.get_xticklabels() + ax.get_xticklabels(minor=True)
+        return [t.get_text() for t in ticks if t.get_text()]
+
+    wide = labels(1e-3, 10)
+    assert {"0.001", "0.01", "0.1", "1", "10"} <= set(wide)
+    assert not any("$" in t for t in wide)
+    assert "1e\u22128" in labels(1e-9, 1e-7)  # with a typographic minus
+    narrow = labels(0.012, 0.09)  # no decade inside: minor ticks carry the labels
+    assert "0.02" in narrow and len(set(narrow) - {"0.01", "0.1"}) >= 3

@@ -154,16 +154,17 @@ def test_every_sampler_builds():
     assert make_sampler(merge().config) is not None
 
 
-def _searcher(config, **kwargs):
+def _searcher(config, *, rows=(), name="unit", writes=None, ask_ahead=False):
+    """The searcher a launch builds (on an in-memory Optuna study), and its OptunaSearch."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     inner = StudyOptunaSearch(
         define_space(config),
         metric=METRIC,
         mode="max",
         sampler=make_sampler(config),
-        study_name="unit",
+        study_name=name,
     )
-    plan = make_plan(config, kwargs.pop("rows", []), {})
+    plan = make_plan(config, list(rows), {})
     search = SeededSearch(
         inner,
         config,
@@ -171,6 +172,8 @@ def _searcher(config, **kwargs):
         sample=plan.sample,
         budget=plan.budget,
         first_number=plan.first_number,
+        writes=writes,
+        ask_ahead=ask_ahead,
     )
     return search, inner
 

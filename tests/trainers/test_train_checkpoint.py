@@ -90,6 +90,28 @@ def test_checkpoint_is_written_before_on_epoch_and_atomically(tmp_path: Path) ->
     assert sorted(p.name for p in path.parent.iterdir()) == ["trial.pt"]  # no temp files left
 
 
+def test_checkpoint_last_false_skips_only_the_trials_last_epoch(tmp_path: Path) -> None:
+    """What a Tune trial asks for: every epoch a restart could resume from, not the last."""
+    path = tmp_path / "trial.pt"
+    config = replace(CONFIG, model="mlp", epochs=2)
+    epochs_on_disk: list[int] = []
+    train(
+        config,
+        lambda m: epochs_on_disk.append(_load(path)["epoch"]),
+        checkpoint_path=path,
+        checkpoint_last=False,
+    )
+    assert epochs_on_disk == [1, 1]  # epoch 2 ended the trial: epoch 1's file is kept
+    single = tmp_path / "single.pt"
+    train(replace(config, epochs=1), checkpoint_path=single, checkpoint_last=False)
+    assert not single.exists()
+    diverging = tmp_path / "diverged.pt"
+    result = train(
+        replace(config, epochs=3, lr=1e4), checkpoint_path=diverging, checkpoint_last=False
+    )
+    assert result.diverged and result.epochs_completed == 1 and not diverging.exists()
+
+
 def test_resuming_a_finished_trial_returns_its_result_without_training(tmp_path: Path) -> None:
     path = tmp_path / "done.pt"
     config = replace(CONFIG, model="mlp", epochs=1)

@@ -1,0 +1,157 @@
+"""The driver's background writes (`study.writes`) and what the study builds on them:
+order, errors, event-time stamps, and Optuna asks made ahead without changing a study."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import optuna
+import pytest
+from test_study_units import _fake_trial, _searcher
+
+from study.config import merge
+from study.search import METRIC
+from study.writes import BackgroundWrites, InlineWrites
+
+
+def test_background_writes_run_in_submission_order_on_one_other_thread() -> None:
+    writes = BackgroundWrites()
+    seen: list[tuple[int, str]] = []
+
+    def note(n: int, pause: float = 0.0) -> int:
+        time.sleep(pause)
+        seen.append((n, threading.current_thread().name))
+        return n
+
+    writes.submit(note, 0, 0.05)  # a slow first write does not let later ones overtake it
+    for n in range(1, 5):
+        writes.submit(note, n)
+    assert writes.call(note, 5) == 5  # a call waits for everything queued before it
+    assert [n for n, _ in seen] == [0, 1, 2, 3, 4, 5]
+    assert len({name for _, name in seen}) == 1
+    assert seen[0][1] != threading.current_thread().name
+    writes.submit(note, 6)
+    writes.close()  # drains the queue
+    assert seen[-1][0] == 6
+
+
+def test_a_failed_write_is_raised_in_the_driver_at_the_next_submit_and_at_close() -> None:
+    writes = BackgroundWrites()
+
+    def boom() -> None:
+        raise RuntimeError("database gone")
+
+    gate = threading.Event()
+    writes.submit(gate.wait)
+    writes.submit(boom)
+    writes.submit(lambda: None)  # queued behind the failure: accepted, nothing known yet
+    gate.set()
+    deadline = time.monotonic() + 5
+    with pytest.raises(RuntimeError, match="database gone"):
+        while time.monotonic() < deadline:  # raised once the failed call has run
+            writes.submit(lambda: None)
+            time.sleep(0.01)
+    with pytest.raises(RuntimeError, match="database gone"):
+        writes.close()
+    with pytest.raises(RuntimeError):  # the thread is stopped: nothing more is taken
+        writes.submit(lambda: None)
+
+
+def test_inline_writes_run_at_once_in_the_callers_thread() -> None:
+    writes = InlineWrites()
+    out: list[str] = []
+    future = writes.submit(lambda: out.append(threading.current_thread().name) or 7)
+    assert future.done() and future.result() == 7
+    assert out == [threading.current_thread().name]
+    assert writes.call(lambda x: x + 1, 1) == 2
+
+
+def test_recorder_stamps_trials_when_their_events_happen_not_when_rows_are_written(
+    tmp_path,
+) -> None:
+    import storage
+    from study.recorder import Recorder
+
+    engine = storage.open_database(f"sqlite:///{tmp_path / 'r.db'}")
+    writer = storage.ResultWriter(engine)
+    writer.create_study("r", {"x": 1}, "test")
+    writes = BackgroundWrites()
+    gate = threading.Event()
+    writes.submit(gate.wait)  # hold the queue: every row below is written late
+    recorder = Recorder(writer, "r", epochs_planned=1, writes=writes)
+    result = {"epoch": 1, "val_accuracy": 0.5, "train_loss": 1.0, "diverged": False}
+    trial = _fake_trial(0, "l2", result)
+    before = datetime.now(UTC)
+    recorder.on_trial_start(0, [], trial)
+    recorder.on_trial_result(0, [], trial, result)
+    recorder.on_trial_complete(0, [], trial)
+    after = datetime.now(UTC)
+    assert storage.queries.list_trials(engine, "r") == []  # nothing written yet
+    time.sleep(0.3)
+    gate.set()
+    writes.close()
+    (row,) = storage.queries.list_trials(engine, "r")
+    assert row.state == "COMPLETE" and row.final_val_accuracy == 0.5
+    for stamp in (row.started_at, row.finished_at):
+        stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+        assert before <= stamp <= after  # not 0.3 s later, when the rows were written
+
+
+def _run_all(search, trials: int) -> list[dict]:
+    """Tune's order with one trial at a time: suggest, report, complete, next."""
+    configs = []
+    for i in range(trials):
+        config = search.suggest(f"t{i}")
+        configs.append(config)
+        accuracy = 0.1 + config["lr"]  # any result that depends on the configuration
+        search.on_trial_result(f"t{i}", {METRIC: accuracy, "epoch": 1, "diverged": False})
+        search.on_trial_complete(f"t{i}", {METRIC: accuracy, "epoch": 1, "diverged": False})
+    assert search.suggest("end") == "FINISHED"
+    return configs
+
+
+@pytest.mark.parametrize("sampler", ["random", "qmc", "tpe"])
+def test_background_writes_and_asking_ahead_sample_the_same_study(sampler) -> None:
+    """A seeded study samples the same configurations, with the same Optuna numbers and
+    values, whether Optuna is called inline or on the writes thread and asked ahead."""
+    flags = {"trials": 6, "seeds": 2, "sampler": sampler, "sampler_seed": 3, "epochs": 1}
+    config = merge(flags=flags).config
+    inline, inline_inner = _searcher(config, writes=InlineWrites(), ask_ahead=False, name="a")
+    expected = _run_all(inline, 6)
+    writes = BackgroundWrites()
+    ahead, ahead_inner = _searcher(config, writes=writes, ask_ahead=sampler != "tpe", name="b")
+    got = _run_all(ahead, 6)
+    writes.close()
+    keys = ("trial_number", "norm", "lr", "eps", "seed", "optuna_trial")
+    assert [{k: c[k] for k in keys} for c in got] == [{k: c[k] for k in keys} for c in expected]
+    mine = ahead_inner._ot_study.trials
+    theirs = inline_inner._ot_study.trials
+    assert [t.state for t in mine] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert [(t.params, t.value, t.user_attrs) for t in mine] == [
+        (t.params, t.value, t.user_attrs) for t in theirs
+    ]
+
+
+def test_asking_ahead_asks_one_configuration_early_and_never_past_the_budget() -> None:
+    config = merge(flags={"trials": 3, "sampler": "random", "sampler_seed": 0}).config
+    search, inner = _searcher(config, writes=InlineWrites(), ask_ahead=True, name="c")
+    search.suggest("t0")
+    assert len(inner._ot_study.trials) == 2  # the running configuration and the next one
+    search.suggest("t1")
+    search.suggest("t2")
+    assert len(inner._ot_study.trials) == 3  # the budget is 3: nothing asked for a 4th
+
+
+def test_an_interrupted_study_fails_the_configuration_it_asked_ahead() -> None:
+    config = merge(flags={"trials": 4, "sampler": "random", "sampler_seed": 0}).config
+    writes = BackgroundWrites()
+    search, inner = _searcher(config, writes=writes, ask_ahead=True, name="d")
+    search.suggest("t0")
+    search.on_trial_complete("t0", {METRIC: 0.5, "epoch": config.epochs, "diverged": False})
+    search.release_unused()  # what the launch does when Tune stops early (Ctrl-C)
+    search.release_unused()  # and only once
+    writes.close()
+    states = [t.state for t in inner._ot_study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
