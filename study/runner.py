@@ -367,7 +367,7 @@ def _fit(
     warm = _prewarm_report_imports()
     try:
         tuner.fit()
-        searcher.release_unused()
+        searcher.fail_unfinished()
     except BaseException:
         with contextlib.suppress(Exception):  # the study's own error is the one to show
             writes.close()

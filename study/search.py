@@ -123,7 +123,7 @@ class StudyOptunaSearch(OptunaSearch):
         return params, int(self._ot_trials[key].number)
 
     def fail_unused(self, key: str) -> None:
-        """Fail the trial asked for `key` that will never run (if the ask got that far)."""
+        """Fail the trial asked for `key`, which will not finish (if the ask got that far)."""
         if key in self._ot_trials:
             self.on_trial_complete(key, error=True)
 
@@ -177,7 +177,8 @@ class SeededSearch(Searcher):
     and fixed points) asks Optuna for the next configuration as soon as the current one
     starts, so the ask runs on the writes thread while the trial trains instead of
     between two trials. Optuna then shows that configuration RUNNING from its ask on.
-    TPE asks only when a configuration is needed, after every earlier tell.
+    TPE asks only when a configuration is needed, after every earlier tell. After Tune
+    stops, `fail_unfinished` fails what was asked and will not finish.
     """
 
     def __init__(
@@ -333,14 +334,18 @@ class SeededSearch(Searcher):
         self._groups[group.key] = group
         self._current = group
 
-    def release_unused(self) -> None:
-        """Fail the configuration asked ahead that no trial will run (an interrupted study),
-        so Optuna does not keep it RUNNING."""
-        if self._ahead is None:
-            return
-        group, _ = self._ahead
-        self._ahead = None
-        self._writes.submit(self._optuna.fail_unused, group.key)
+    def fail_unfinished(self) -> None:
+        """After Tune stopped (an interrupted launch): every Optuna trial this launch asked
+        for that will not finish becomes FAIL, as `ResultWriter.fail_running_trials` does
+        for the results: the configuration asked ahead, and groups with seeds cut off."""
+        groups = list(self._groups.values())
+        if self._ahead is not None:
+            groups.append(self._ahead[0])
+            self._ahead = None
+        for group in groups:
+            if not group.told:
+                group.told = True
+                self._writes.submit(self._optuna.fail_unused, group.key)
 
     def _record_epoch(self, group: Group, seed: int, result: dict[str, Any]) -> None:
         epoch = result.get("epoch")

@@ -126,3 +126,61 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     # each killed trial's configuration, plus the next grid point when the dead driver had
     # already asked Optuna for it (asked ahead, never run: `study.search.SeededSearch`)
     assert len(killed) <= states.count(optuna.trial.TrialState.FAIL) <= len(killed) + 1
+
+
+def test_ctrl_c_ends_the_launch_cleanly_and_resume_finishes_it(tmp_path):
+    """SIGINT (Ctrl-C) mid-study: Tune stops, the queued writes land, the RUNNING trial and
+    the configuration asked ahead become FAIL, exit code 130; launching again finishes."""
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    base = [sys.executable, "-m", "study", "launch", "--storage", url, "--name", "ctrlc"]
+    study = (
+        "--sampler random --sampler-seed 0 --trials 6 --norms none,l2 --epochs 8 "
+        "--batch-size 8 --max-concurrent 1"
+    ).split()
+    results = ["--results-dir", str(tmp_path / "ray")]
+    driver = subprocess.Popen(
+        base + study + results,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert driver.poll() is None, driver.communicate()
+            assert time.monotonic() < deadline, "the study never got going"
+            try:
+                rows = helpers.trials(url, "ctrlc")
+            except Exception:  # noqa: BLE001 - the tables may not exist yet
+                rows = []
+            running = [r for r in rows if r.state == "RUNNING" and 1 <= r.epochs_completed <= 5]
+            if any(r.state == "COMPLETE" for r in rows) and running:
+                break
+            time.sleep(0.05)
+        driver.send_signal(signal.SIGINT)
+        out, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+    assert driver.returncode == 130, out + err
+    assert "interrupted" in out and "Traceback" not in err, out + err
+    rows = helpers.trials(url, "ctrlc")
+    assert rows and not [r for r in rows if r.state == "RUNNING"]
+    assert [r for r in rows if r.state == "FAIL"], "the interrupted trial is not FAIL"
+    states = [t.state for t in helpers.optuna_trials(url, "ctrlc")]
+    assert optuna.trial.TrialState.RUNNING not in states  # the asked-ahead one included
+    assert optuna.trial.TrialState.WAITING not in states
+
+    again = subprocess.run(  # the same command again, as the interrupted launch says
+        base + study + results, cwd=REPO, capture_output=True, text=True, timeout=400
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    rows = helpers.trials(url, "ctrlc")
+    assert sum(r.state == "COMPLETE" for r in rows) == 6
+    assert len({r.trial_number for r in rows}) == len(rows)
+    states = [t.state for t in helpers.optuna_trials(url, "ctrlc")]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 6
+    assert optuna.trial.TrialState.RUNNING not in states

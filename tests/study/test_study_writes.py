@@ -144,14 +144,16 @@ def test_asking_ahead_asks_one_configuration_early_and_never_past_the_budget() -
     assert len(inner._ot_study.trials) == 3  # the budget is 3: nothing asked for a 4th
 
 
-def test_an_interrupted_study_fails_the_configuration_it_asked_ahead() -> None:
+def test_an_interrupted_study_fails_what_it_asked_for_and_will_not_finish() -> None:
     config = merge(flags={"trials": 4, "sampler": "random", "sampler_seed": 0}).config
     writes = BackgroundWrites()
     search, inner = _searcher(config, writes=writes, ask_ahead=True, name="d")
     search.suggest("t0")
     search.on_trial_complete("t0", {METRIC: 0.5, "epoch": config.epochs, "diverged": False})
-    search.release_unused()  # what the launch does when Tune stops early (Ctrl-C)
-    search.release_unused()  # and only once
+    search.suggest("t1")  # running when Tune stops; the third configuration is asked ahead
+    search.fail_unfinished()  # what the launch does when Tune stops (Ctrl-C)
+    search.fail_unfinished()  # and only once
     writes.close()
     states = [t.state for t in inner._ot_study.trials]
-    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
+    complete, fail = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
+    assert states == [complete, fail, fail]
