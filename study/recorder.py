@@ -78,24 +78,18 @@ class Recorder(Callback):
         self.writes.submit(self.writer.record_epoch, self.study, number, int(epoch), dict(result))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        last = trial.last_result or {}
-        pruned = stopped_early(last, self.epochs_planned)
-        fields = {k: last.get(k) for k in _WHERE_KEYS if last.get(k) is not None}
-        fields.update(
-            state=PRUNED if pruned else COMPLETE,
-            stopped_early=pruned,
-            wall_seconds=last.get("time_total_s"),
-            params=_attempts(trial, last),
-            finished_at=datetime.now(UTC),
-        )
-        self.writes.submit(self.writer.finish_trial, self.study, _number(trial), fields)
+        pruned = stopped_early(trial.last_result, self.epochs_planned)
+        self._finish(trial, state=PRUNED if pruned else COMPLETE, stopped_early=pruned)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, state=FAIL, error=error_text(trial))
+
+    def _finish(self, trial: Any, **outcome: Any) -> None:
+        """Queue the trial's end: `outcome`, where it ran, its seconds and attempts, now."""
         last = trial.last_result or {}
         fields = {k: last.get(k) for k in _WHERE_KEYS if last.get(k) is not None}
         fields.update(
-            state=FAIL,
-            error=error_text(trial),
+            outcome,
             wall_seconds=last.get("time_total_s"),
             params=_attempts(trial, last),
             finished_at=datetime.now(UTC),

@@ -13,7 +13,10 @@ from study.cli import main
 
 
 def _report(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(["report", *args])
+    try:
+        code = main(["report", *args])
+    except SystemExit as exc:  # argparse's own errors (one line, exit 2)
+        code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -137,8 +140,8 @@ def test_bad_arguments_are_one_line_exit_2_and_write_nothing(
     known_study_url, tmp_path, capsys, data, args, message
 ):
     out_dir = tmp_path / "out"
-    argv = [
-        "report",
+    code, out, err = _report(
+        capsys,
         "--storage",
         known_study_url,
         "--study",
@@ -147,12 +150,7 @@ def test_bad_arguments_are_one_line_exit_2_and_write_nothing(
         str(out_dir),
         "--no-attach",
         *args,
-    ]
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse's own errors (one line, exit 2)
-        code = exc.code
-    out, err = capsys.readouterr()
+    )
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and message in err
     assert not out_dir.exists()
