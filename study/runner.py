@@ -297,6 +297,7 @@ def _fit(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from study.optuna_storage import DriverStorage
     from study.progress import Best, Progress, best_per_variant
     from study.recorder import Recorder
     from study.samplers import make_sampler
@@ -305,7 +306,8 @@ def _fit(
     from study.trainable import run_trial
     from study.writes import BackgroundWrites
 
-    optuna_storage = optuna_rdb_storage(prepared.url)
+    # the driver's own RUNNING Optuna trials are served from memory (study.optuna_storage)
+    optuna_storage = DriverStorage(optuna_rdb_storage(prepared.url))
     clean_optuna_study(optuna_storage, config.name)
     optuna_search = StudyOptunaSearch(
         define_space(config),

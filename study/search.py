@@ -104,18 +104,22 @@ class StudyOptunaSearch(OptunaSearch):
     def set_user_attrs(self, key: str, attrs: dict[str, Any]) -> None:
         """All of a trial's user attributes in one transaction where the storage allows it.
 
-        Optuna commits each `set_user_attr` on its own (a SELECT, an upsert and a commit
-        each); on an RDB storage the three attributes of a group go through its own
-        per-attribute helper inside a single session instead, so the trial still gets
-        exactly the rows `set_user_attr` would write. Any other storage (or an Optuna
-        without those helpers) falls back to one call per attribute.
+        Optuna commits each `set_user_attr` on its own; a `DriverStorage`
+        (`study.optuna_storage`) writes the same rows in one transaction. Any other
+        storage gets one call per attribute.
         """
         trial = self._ot_trials.get(key)
         if trial is None:
             return
-        if not _set_user_attrs_in_one_session(trial, attrs):
+        write_all = getattr(trial.storage, "set_trial_user_attrs", None)
+        if write_all is None:
             for name, value in attrs.items():
                 trial.set_user_attr(name, value)
+            return
+        write_all(trial._trial_id, attrs)
+        cached = getattr(trial, "_cached_frozen_trial", None)  # as set_user_attr keeps it
+        if cached is not None:
+            cached.user_attrs.update(attrs)
 
     def ask_group(self, key: str, point: Point | None) -> tuple[dict[str, Any], int]:
         """Ask for a configuration (`point`'s, if fixed); returns its params and number."""
@@ -138,30 +142,6 @@ class StudyOptunaSearch(OptunaSearch):
             self.on_trial_complete(key, result=None)
         else:
             self.on_trial_complete(key, result={METRIC: value})
-
-
-def _set_user_attrs_in_one_session(trial: Any, attrs: dict[str, Any]) -> bool:
-    """Write `attrs` as `trial`'s user attributes in one RDB transaction; False if unable."""
-    backend = getattr(trial.storage, "_backend", trial.storage)  # _CachedStorage wraps it
-    try:
-        from optuna.storages import RDBStorage
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-    except ImportError:  # pragma: no cover - an Optuna without these internals
-        return False
-    if not isinstance(backend, RDBStorage) or not hasattr(
-        backend, "_set_trial_attr_without_commit"
-    ):
-        return False
-    with _create_scoped_session(backend.scoped_session, True) as session:
-        for name, value in attrs.items():
-            backend._set_trial_attr_without_commit(
-                session, models.TrialUserAttributeModel, trial._trial_id, name, value
-            )
-    cached = getattr(trial, "_cached_frozen_trial", None)  # as set_user_attr keeps it
-    if cached is not None:
-        cached.user_attrs.update(attrs)
-    return True
 
 
 class SeededSearch(Searcher):

@@ -154,8 +154,9 @@ def test_every_sampler_builds():
     assert make_sampler(merge().config) is not None
 
 
-def _searcher(config, *, rows=(), name="unit", writes=None, ask_ahead=False):
-    """The searcher a launch builds (on an in-memory Optuna study), and its OptunaSearch."""
+def _searcher(config, *, rows=(), name="unit", writes=None, ask_ahead=False, storage=None):
+    """The searcher a launch builds (on an in-memory Optuna study unless `storage` is
+    given), and its OptunaSearch."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     inner = StudyOptunaSearch(
         define_space(config),
@@ -163,6 +164,7 @@ def _searcher(config, *, rows=(), name="unit", writes=None, ask_ahead=False):
         mode="max",
         sampler=make_sampler(config),
         study_name=name,
+        storage=storage,
     )
     plan = make_plan(config, list(rows), {})
     search = SeededSearch(
@@ -207,15 +209,27 @@ def test_seeded_search_groups_seeds_and_reports_means():
 
 
 def test_user_attrs_on_rdb_storage_are_written_in_one_session_as_set_user_attr_would(tmp_path):
+    from sqlalchemy import event
+
+    from study.optuna_storage import DriverStorage
     from study.runner import optuna_rdb_storage
-    from study.search import _set_user_attrs_in_one_session
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = optuna.create_study(storage=optuna_rdb_storage(url), study_name="attrs")
-    batched, single = study.ask(), study.ask()
+    rdb = optuna_rdb_storage(url)
+    study = optuna.create_study(storage=DriverStorage(rdb), study_name="attrs")
+    config = merge(flags={"trials": 1, "sampler": "random"}).config
+    search = StudyOptunaSearch(
+        define_space(config), metric=METRIC, mode="max", study_name="attrs", storage=study._storage
+    )
+    search.suggest("batched")
+    batched = search._ot_trials["batched"]
+    single = study.ask()
     attrs = {"variant": "insgd-l2", "diverged": True, "trial_numbers": [3, 4]}
-    assert _set_user_attrs_in_one_session(batched, attrs)
+    commits: list[int] = []
+    event.listen(rdb.engine, "commit", lambda conn: commits.append(1))
+    search.set_user_attrs("batched", attrs)
+    assert len(commits) == 1  # one transaction, not one per attribute
     for name, value in attrs.items():
         single.set_user_attr(name, value)
     assert batched.user_attrs == attrs  # the trial object's own view is kept current
@@ -226,9 +240,12 @@ def test_user_attrs_on_rdb_storage_are_written_in_one_session_as_set_user_attr_w
     assert reread[0].user_attrs == reread[1].user_attrs == attrs
     # a finished trial refuses the write like set_user_attr does
     with pytest.raises(RuntimeError):
-        _set_user_attrs_in_one_session(batched, {"variant": "sgd"})
-    # a storage other than Optuna's RDB: not handled here, the caller sets them one by one
-    assert not _set_user_attrs_in_one_session(optuna.create_study().ask(), attrs)
+        study._storage.set_trial_user_attrs(batched._trial_id, {"variant": "sgd"})
+    # any other storage: one set_user_attr per attribute, same result
+    memory = StudyOptunaSearch(define_space(config), metric=METRIC, mode="max")
+    memory.suggest("m")
+    memory.set_user_attrs("m", attrs)
+    assert memory._ot_trials["m"].user_attrs == attrs
 
 
 def test_seeded_search_counts_divergence_as_zero_and_errors_as_fail():

@@ -1,0 +1,156 @@
+"""`study.optuna_storage.DriverStorage`: the driver's RUNNING Optuna trials served from
+memory must always be what the database holds, and a study must sample exactly as on
+Optuna's own storage."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+from sqlalchemy import event
+from test_study_units import _searcher
+from test_study_writes import _run_all
+
+from study.config import merge
+from study.optuna_storage import DriverStorage
+from study.runner import optuna_rdb_storage
+
+FIELDS = (
+    "number",
+    "state",
+    "values",
+    "datetime_start",
+    "datetime_complete",
+    "params",
+    "distributions",
+    "user_attrs",
+    "system_attrs",
+    "intermediate_values",
+)
+
+
+@pytest.fixture
+def url(tmp_path) -> str:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
+def _as_in_database(trial: optuna.trial.FrozenTrial) -> dict:
+    seen = {name: getattr(trial, name) for name in FIELDS}
+    seen["intermediate_values"] = {
+        step: ("nan" if math.isnan(value) else value)
+        for step, value in trial.intermediate_values.items()
+    }
+    return seen
+
+
+def _same_as_database(driver: DriverStorage, url: str, trial_id: int) -> None:
+    """What the driver serves equals a fresh read of the database, field by field."""
+    fresh = optuna_rdb_storage(url).get_trial(trial_id)
+    assert _as_in_database(driver.get_trial(trial_id)) == _as_in_database(fresh)
+
+
+def test_running_trials_are_served_from_memory_as_the_database_has_them(url) -> None:
+    rdb = optuna_rdb_storage(url)
+    driver = DriverStorage(rdb)
+    study = optuna.create_study(storage=driver, study_name="s", direction="maximize")
+    statements: list[str] = []
+    event.listen(rdb.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+
+    trial = study.ask()
+    tid = trial._trial_id
+    assert driver.running_trial_ids() == [tid]
+    statements.clear()
+    driver.get_trial(tid)
+    assert statements == []  # a RUNNING trial of the driver's costs no query
+    _same_as_database(driver, url, tid)
+
+    trial.suggest_categorical("norm", ["none", "l1", "l2"])
+    trial.suggest_float("lr", 1e-3, 10.0, log=True)
+    trial.suggest_float("eps", 1e-6, 1e-2, log=True)
+    _same_as_database(driver, url, tid)
+    trial.report(0.25, 1)
+    trial.report(float("nan"), 2)
+    _same_as_database(driver, url, tid)
+    driver.set_trial_user_attrs(tid, {"variant": "insgd-l2", "numbers": (3, 4)})
+    trial.set_user_attr("diverged", False)
+    driver.set_trial_system_attr(tid, "note", {"a": [1, 2]})
+    _same_as_database(driver, url, tid)
+    assert driver.get_trial(tid).user_attrs["numbers"] == [3, 4]  # as JSON gives it back
+
+    served = driver.get_trial(tid)
+    served.user_attrs["variant"] = "changed by a caller"
+    assert driver.get_trial(tid).user_attrs["variant"] == "insgd-l2"  # callers get copies
+
+    study.tell(trial, 0.5)
+    assert driver.running_trial_ids() == []
+    _same_as_database(driver, url, tid)
+    assert driver.get_trial(tid).state == TrialState.COMPLETE
+    with pytest.raises(RuntimeError):  # a finished trial is refused, as by Optuna
+        driver.set_trial_user_attrs(tid, {"variant": "sgd"})
+
+
+def test_enqueued_trials_are_served_once_the_driver_starts_them(url) -> None:
+    driver = DriverStorage(optuna_rdb_storage(url))
+    study = optuna.create_study(storage=driver, study_name="s", direction="maximize")
+    study.enqueue_trial({"norm": "l1", "lr": 0.1})
+    assert driver.running_trial_ids() == []  # WAITING: nobody runs it yet
+    trial = study.ask()
+    assert driver.running_trial_ids() == [trial._trial_id]
+    assert trial.suggest_categorical("norm", ["none", "l1", "l2"]) == "l1"
+    assert trial.suggest_float("lr", 1e-3, 10.0, log=True) == 0.1
+    _same_as_database(driver, url, trial._trial_id)
+    assert "fixed_params" in driver.get_trial(trial._trial_id).system_attrs
+    study.tell(trial, state=TrialState.PRUNED)
+    assert driver.running_trial_ids() == []
+    _same_as_database(driver, url, trial._trial_id)
+    failed = study.ask()
+    study.tell(failed, state=TrialState.FAIL)
+    _same_as_database(driver, url, failed._trial_id)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.FAIL]
+
+
+def test_a_failed_write_drops_the_copy_so_reads_go_to_the_database(url) -> None:
+    driver = DriverStorage(optuna_rdb_storage(url))
+    study = optuna.create_study(storage=driver, study_name="s")
+    first = study.ask()
+    first.suggest_float("lr", 1e-3, 1.0, log=True)
+    study.tell(first, 1.0)
+    second = study.ask()
+    with pytest.raises(ValueError):  # the same name with another distribution
+        driver.set_trial_param(second._trial_id, "lr", 0.0, CategoricalDistribution(["a"]))
+    assert driver.running_trial_ids() == []
+    _same_as_database(driver, url, second._trial_id)  # now read from the database
+    driver.set_trial_param(second._trial_id, "x", 0.5, FloatDistribution(0.0, 1.0))
+    assert driver.get_trial(second._trial_id).params == {"x": 0.5}
+
+
+@pytest.mark.parametrize("sampler", ["random", "qmc", "tpe", "grid"])
+def test_a_seeded_study_samples_the_same_on_driver_and_optuna_storage(url, sampler) -> None:
+    """Same configurations, Optuna numbers, values and every stored attribute, whether
+    Optuna's own storage or the driver's serves the study."""
+    flags = {"trials": 8, "sampler": sampler, "sampler_seed": 5, "epochs": 1}
+    if sampler == "grid":
+        flags = {"sampler": "grid", "lr_points": 4, "norms": ("none", "l2"), "epochs": 1}
+    config = merge(flags=flags).config
+    studies = {}
+    for name, storage in (("plain", optuna_rdb_storage(url)), ("driver", None)):
+        storage = storage or DriverStorage(optuna_rdb_storage(url))
+        search, _ = _searcher(config, name=name, storage=storage)
+        studies[name] = _run_all(search, config.target_trials)
+    keys = ("trial_number", "norm", "lr", "eps", "seed", "optuna_trial")
+    assert [{k: c[k] for k in keys} for c in studies["driver"]] == [
+        {k: c[k] for k in keys} for c in studies["plain"]
+    ]
+    reread = optuna_rdb_storage(url)
+    plain, driver = (
+        optuna.load_study(study_name=name, storage=reread).trials for name in ("plain", "driver")
+    )
+    assert len(plain) == len(driver) == config.target_trials
+    ignore = {"datetime_start", "datetime_complete"}
+    assert [{k: v for k, v in _as_in_database(t).items() if k not in ignore} for t in driver] == [
+        {k: v for k, v in _as_in_database(t).items() if k not in ignore} for t in plain
+    ]
