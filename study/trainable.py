@@ -61,7 +61,7 @@ def run_trial(config: dict[str, Any]) -> None:
 
     from trainers.config import TrainConfig
     from trainers.device import device_name
-    from trainers.train import train
+    from trainers.train import is_last_epoch, train
 
     device = pick_device()
     _set_threads()
@@ -74,9 +74,9 @@ def run_trial(config: dict[str, Any]) -> None:
         static["resumed_from_epoch"] = _checkpoint_epoch(workdir) if resume_from else 0
 
         def report(metrics: Any) -> None:
-            if metrics.epoch >= train_config.epochs or metrics.diverged:
-                # the trial's last epoch: nothing resumes from it, so no checkpoint (the
-                # trainer skipped writing it; Tune persisting one costs ~20 ms a trial)
+            if is_last_epoch(train_config, metrics):
+                # no checkpoint (the trainer skipped writing it too, `checkpoint_last`;
+                # Tune persisting one costs ~20 ms a trial)
                 tune.report({**metrics.to_dict(), **static})
                 return
             (workdir / EPOCH_FILE).write_text(str(metrics.epoch), encoding="utf-8")

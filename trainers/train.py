@@ -82,6 +82,12 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
     )
 
 
+def is_last_epoch(config: TrainConfig, metrics: EpochMetrics) -> bool:
+    """Whether `metrics` is the trial's last epoch: its final one, or the one it diverged
+    in (training stops there). Nothing resumes from it, so it needs no checkpoint."""
+    return metrics.epoch >= config.epochs or metrics.diverged
+
+
 def train(
     config: TrainConfig,
     on_epoch: EpochCallback | None = None,
@@ -121,8 +127,9 @@ def train(
                 break
             metrics = runner.run_epoch(epoch)
             history.append(metrics)
-            last_epoch = epoch == config.epochs or metrics.diverged
-            if checkpoint_path is not None and (checkpoint_last or not last_epoch):
+            if checkpoint_path is not None and (
+                checkpoint_last or not is_last_epoch(config, metrics)
+            ):
                 save_checkpoint(
                     checkpoint_path,
                     {
