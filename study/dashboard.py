@@ -79,8 +79,10 @@ def open_optuna_study(url: str, study_name: str) -> Iterator[Any]:
     launch or a test dropping the database must not be left holding them)."""
     import optuna
 
+    from study.optuna_storage import rdb_storage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(optuna_url(url))
+    storage = rdb_storage(optuna_url(url))
     try:
         yield optuna.load_study(study_name=study_name, storage=storage)
     finally:

@@ -3,19 +3,23 @@
 Optuna's `_CachedStorage` (what an `RDBStorage` is wrapped in) caches only *finished*
 trials: any other process might change an unfinished one, so every `get_trial` of a
 RUNNING trial reloads it from the database, one query for the trial and one per
-attribute table. Optuna reads a trial that way when `ask` creates its `Trial` and when
-`tell` checks it (and once more after the tell, for the finished trial it returns):
-twelve of the 48 statements a trial costs in Optuna (ask, report, attributes, tell), in
-a study of short trials where the driver's CPU per trial is what a trial costs on top of
-bare Ray Tune.
+attribute table. Optuna reads a trial that way when `ask` creates its `Trial`, when
+`tell` checks it and once more after the tell, for the finished trial it returns; and
+before every new trial `ask` reloads every unfinished trial of the study to look for
+WAITING (enqueued) ones. In a study of short trials the driver's CPU per trial is what
+a trial costs on top of bare Ray Tune, and these reads were most of Optuna's share.
 
 In a study the driver is the only writer of its RUNNING Optuna trials (workers never
 touch Optuna; `study.runner` lets one launch run a study at a time), so
 `DriverStorage` keeps a copy of each trial it created or started, kept in step by its
 own writes, which still go to the database first (write-through: the dashboard and any
-reader see exactly what they did before). When the trial finishes, the copy is dropped
-and Optuna's own cache takes over. Every write that fails drops the copy too, so the
-next read goes to the database.
+reader see exactly what they did before). When the trial finishes, the copy, completed
+with the state, values and completion time the database stored, becomes the finished
+trial of Optuna's own cache (which a later reload replaces with the same row). Every
+write that fails drops the copy, so the next read goes to the database. `ask`'s search
+for WAITING trials first asks the database whether the study has any (one indexed
+query) and does the full reload only when it has. A trial's user attributes are written
+in one statement and one transaction (`set_trial_user_attrs`).
 
 One behaviour differs, by design: a change made to a RUNNING trial by another process
 (e.g. failing it by hand from optuna-dashboard) is not seen by the driver's reads; the
@@ -27,14 +31,39 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage
 from optuna.storages._cached_storage import _CachedStorage
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
+
+#: Database URLs whose Optuna schema version this process has checked (`rdb_storage`).
+_SCHEMA_CHECKED: set[str] = set()
+_SCHEMA_LOCK = threading.Lock()
+
+
+def rdb_storage(url: str, engine_kwargs: dict[str, Any] | None = None) -> RDBStorage:
+    """Optuna's `RDBStorage` on `url`, its schema-version check run once per URL and process.
+
+    Each `RDBStorage` compares the database's Optuna schema with the installed Optuna's,
+    an alembic scan of Optuna's migration scripts (~65 ms). A launch opens the same
+    database three times (the driver's storage, then the end-of-study report's
+    importances and its attachment to the dashboard) and nothing in between changes the
+    schema: the first open checks, the others skip it. A failed check is not remembered.
+    """
+    with _SCHEMA_LOCK:
+        checked = url in _SCHEMA_CHECKED
+    storage = RDBStorage(url, engine_kwargs=engine_kwargs, skip_compatibility_check=checked)
+    with _SCHEMA_LOCK:
+        _SCHEMA_CHECKED.add(url)
+    return storage
 
 
 class DriverStorage(_CachedStorage):
@@ -52,6 +81,18 @@ class DriverStorage(_CachedStorage):
                 return _copy(mine)
         return super().get_trial(trial_id)
 
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        if _only_waiting(states) and not self._has_waiting_trials(study_id):
+            # what `ask` asks before each new trial: the answer is [] unless the
+            # database holds a WAITING trial, which one light query tells
+            return []
+        return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
+
     # -- writes: to the database first, then the copy ------------------------------------
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         trial_id = super().create_new_trial(study_id, template_trial)
@@ -66,13 +107,15 @@ class DriverStorage(_CachedStorage):
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
         with self._lock:
-            self._running.pop(trial_id, None)
+            mine = self._running.pop(trial_id, None)
         updated = super().set_trial_state_values(trial_id, state, values)
         if updated and state == TrialState.RUNNING:
             # a WAITING (enqueued) trial this driver just started: read it once
             started = self._backend.get_trial(trial_id)
             with self._lock:
                 self._running[trial_id] = started
+        elif updated and state.is_finished() and mine is not None:
+            self._keep_finished(mine, state, values)
         return updated
 
     def set_trial_param(
@@ -115,16 +158,23 @@ class DriverStorage(_CachedStorage):
         each); this writes exactly the same rows through the RDB storage's per-attribute
         helper inside a single session.
         """
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
         backend = self._backend
         with self._keeping(trial_id) as mine:
             with _create_scoped_session(backend.scoped_session, True) as session:
-                for name, value in attrs.items():
-                    backend._set_trial_attr_without_commit(
-                        session, models.TrialUserAttributeModel, trial_id, name, value
-                    )
+                upsert = _upsert_statement(backend.engine.name)
+                if upsert is None or not attrs:
+                    for name, value in attrs.items():
+                        backend._set_trial_attr_without_commit(
+                            session, models.TrialUserAttributeModel, trial_id, name, value
+                        )
+                else:  # what that helper does per attribute, for all of them at once
+                    trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+                    backend.check_trial_is_updatable(trial_id, trial.state)
+                    rows = [
+                        {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                        for k, v in attrs.items()
+                    ]
+                    session.execute(upsert(rows))
             if mine is not None:
                 mine.user_attrs.update({k: _as_stored(v) for k, v in attrs.items()})
 
@@ -132,6 +182,40 @@ class DriverStorage(_CachedStorage):
         """The trials served from memory now (for tests and diagnostics)."""
         with self._lock:
             return sorted(self._running)
+
+    def _has_waiting_trials(self, study_id: int) -> bool:
+        with _create_scoped_session(self._backend.scoped_session) as session:
+            found = (
+                session.query(models.TrialModel.trial_id)
+                .filter(
+                    models.TrialModel.study_id == study_id,
+                    models.TrialModel.state == TrialState.WAITING,
+                )
+                .first()
+            )
+        return found is not None
+
+    def _keep_finished(
+        self, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        """Put the driver's copy, now finished, in Optuna's cache of finished trials.
+
+        Only the completion time is not known here (the database took its own clock):
+        one column is read back instead of the whole trial.
+        """
+        with _create_scoped_session(self._backend.scoped_session) as session:
+            # the row alone (its attribute tables load only when touched), converted to
+            # local time by Optuna's own model, as a full read converts it
+            row = models.TrialModel.find_or_raise_by_id(trial._trial_id, session)
+            completed: datetime | None = row.datetime_complete
+        trial.state = state
+        trial._values = None if values is None else [float(v) for v in values]
+        trial.datetime_complete = completed
+        with self._lock:
+            where = self._trial_id_to_study_id_and_number.get(trial._trial_id)
+            if where is not None:
+                study_id, number = where
+                self._studies[study_id].trials[number] = trial
 
     @contextmanager
     def _keeping(self, trial_id: int) -> Iterator[FrozenTrial | None]:
@@ -144,6 +228,33 @@ class DriverStorage(_CachedStorage):
             with self._lock:
                 self._running.pop(trial_id, None)
             raise
+
+
+def _only_waiting(states: Container[TrialState] | None) -> bool:
+    return isinstance(states, tuple | list | set | frozenset) and set(states) == {
+        TrialState.WAITING
+    }
+
+
+def _upsert_statement(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (trial_id, key) DO UPDATE for these rows, as Optuna writes an
+    attribute on SQLite and PostgreSQL; None for other databases (one helper call each)."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        return None
+    model = models.TrialUserAttributeModel
+
+    def statement(rows: list[dict[str, Any]]) -> Any:
+        stmt = insert(model).values(rows)
+        return stmt.on_conflict_do_update(
+            index_elements=[model.trial_id, model.key],
+            set_={"value_json": stmt.excluded.value_json},
+        )
+
+    return statement
 
 
 def _as_stored(value: Any) -> Any:

@@ -16,7 +16,9 @@ per-epoch checkpoint and this callback keeps the trial RUNNING under the same nu
 
 The writes go through `writes` (`study.writes`: in a launch, a background thread, in
 order), so they cost Tune's event loop only the time to build them; every time stamp is
-taken here, when the event happens, not when its row is written.
+taken here, when the event happens, not when its row is written. From a trial's end to
+the next trial's start this callback holds that queue, so the writes run while the next
+trial trains instead of slowing Tune down while it starts it (`study.writes`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Recorder(Callback):
         self._started: dict[int, datetime] = {}
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.writes.release()  # the trial is started: queued writes run while it trains
         number = _number(trial)
         if number in self._started:
             return  # a restart after a worker failure: same trial, same row
@@ -95,6 +98,8 @@ class Recorder(Callback):
             finished_at=datetime.now(UTC),
         )
         self.writes.submit(self.writer.finish_trial, self.study, _number(trial), fields)
+        # Tune now starts the next trial: the queue waits until then (study.writes)
+        self.writes.hold()
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks into its experiment state; an engine does not pickle, and a

@@ -416,9 +416,8 @@ def _prewarm_report_imports() -> threading.Thread:
 
 def optuna_rdb_storage(url: str) -> Any:
     """Optuna's RDBStorage on the results database (same driver, SQLite busy timeout)."""
-    import optuna
-
     from storage.urls import is_sqlite, normalize_url
+    from study.optuna_storage import rdb_storage
 
     normalized = normalize_url(url)
     sqlite = is_sqlite(normalized)
@@ -426,7 +425,7 @@ def optuna_rdb_storage(url: str) -> Any:
         {"connect_args": {"timeout": 30}} if sqlite else {"pool_pre_ping": True}
     )
     try:
-        rdb = optuna.storages.RDBStorage(normalized, engine_kwargs=kwargs)
+        rdb = rdb_storage(normalized, engine_kwargs=kwargs)
     except Exception as exc:  # noqa: BLE001 - Optuna wraps driver errors in many types
         from storage.urls import mask_url
 

@@ -278,7 +278,7 @@ class SeededSearch(Searcher):
         if self._ahead is not None:
             group, asked = self._ahead
             self._ahead = None
-            answer = asked.result()
+            answer = self._writes.wait(asked)
         else:
             group = self._next_group()
             if group is None:

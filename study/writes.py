@@ -18,6 +18,15 @@ Order keeps this correct:
 - `close()` drains the queue before the launch reads the database back (leftover
   RUNNING trials, summary, report).
 
+Between one trial's end and the next one's start Tune's loop is on the critical path:
+it makes the next trial and resets the reused actor, a string of calls into Ray that each
+need the GIL back when they return. Work on this thread then (an ask, a tell, the rows:
+10-30 ms of Python per trial) makes each of those calls wait for the GIL, ~10 ms per
+trial on a 2-core machine. So the `Recorder` *holds* the queue from a trial's end to the
+next trial's start (`hold`/`release`): queued calls wait, at most `max_hold` seconds
+(50 ms), and run while the next trial trains. The driver never waits on a held queue:
+`call`, and `wait` for a call that has not run yet, release it first.
+
 Durability: a call waits in the queue for milliseconds. A driver killed with SIGKILL can
 lose the last few, which ``--resume`` handles like any trial the dead driver left
 RUNNING (marked FAIL, its configuration run again). The first error a queued call
@@ -27,6 +36,8 @@ that breaks mid-study still ends it with that error.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,10 +53,16 @@ class Writes(Protocol):
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T: ...
 
+    def wait(self, future: Future[T]) -> T: ...
+
+    def hold(self) -> None: ...
+
+    def release(self) -> None: ...
+
 
 class InlineWrites:
     """Every call runs at once in the caller's thread (its error raised there): for tests
-    and one-off use."""
+    and one-off use. Nothing is queued, so there is nothing to hold."""
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         future: Future[T] = Future()
@@ -55,28 +72,65 @@ class InlineWrites:
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return fn(*args, **kwargs)
 
+    def wait(self, future: Future[T]) -> T:
+        return future.result()
+
+    def hold(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
 
 class BackgroundWrites:
     """One worker thread running submitted calls in order; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_hold: float = 0.05) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="insgd-writes")
         self._pending: deque[Future[Any]] = deque()
         self._error: BaseException | None = None
+        self._max_hold = max_hold
+        self._open = threading.Event()
+        self._open.set()
+        self._held_until = 0.0
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Queue `fn(*args, **kwargs)`; raises the error of an earlier call, if one failed."""
         self._raise_failed()
-        future = self._executor.submit(fn, *args, **kwargs)
+        future = self._executor.submit(self._run, fn, args, kwargs)
         self._pending.append(future)
         return future
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run `fn` after everything queued before it and return its result."""
-        return self.submit(fn, *args, **kwargs).result()
+        return self.wait(self.submit(fn, *args, **kwargs))
+
+    def wait(self, future: Future[T]) -> T:
+        """The result of a queued call; if it has not run yet, the hold ends (the driver
+        waits for it: holding the queue would only delay it)."""
+        if not future.done():
+            self.release()
+        return future.result()
+
+    def hold(self) -> None:
+        """Queued calls wait (for `release`, at most `max_hold` seconds from now)."""
+        self._held_until = time.monotonic() + self._max_hold
+        self._open.clear()
+
+    def release(self) -> None:
+        """Queued calls run again."""
+        self._open.set()
+
+    def _run(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        if not self._open.is_set():
+            left = self._held_until - time.monotonic()
+            if left > 0:
+                self._open.wait(left)
+        return fn(*args, **kwargs)
 
     def close(self) -> None:
         """Wait for every queued call, stop the thread; raise the first error, if any."""
+        self.release()
         try:
             while self._pending:
                 self._note(self._pending.popleft())

@@ -53,7 +53,9 @@ def _same_as_database(driver: DriverStorage, url: str, trial_id: int) -> None:
     assert _as_in_database(driver.get_trial(trial_id)) == _as_in_database(fresh)
 
 
-def test_running_trials_are_served_from_memory_as_the_database_has_them(url) -> None:
+def test_running_trials_are_served_from_memory_as_the_database_has_them(db_url) -> None:
+    url = db_url  # SQLite and PostgreSQL: the attributes' upsert is written per dialect
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     rdb = optuna_rdb_storage(url)
     driver = DriverStorage(rdb)
     study = optuna.create_study(storage=driver, study_name="s", direction="maximize")
@@ -84,13 +86,55 @@ def test_running_trials_are_served_from_memory_as_the_database_has_them(url) -> 
     served = driver.get_trial(tid)
     served.user_attrs["variant"] = "changed by a caller"
     assert driver.get_trial(tid).user_attrs["variant"] == "insgd-l2"  # callers get copies
-
-    study.tell(trial, 0.5)
-    assert driver.running_trial_ids() == []
+    driver.set_trial_user_attrs(tid, {"variant": "insgd-l1", "new": 1})  # update and add
     _same_as_database(driver, url, tid)
+    assert driver.get_trial(tid).user_attrs["variant"] == "insgd-l1"
+
+    told = study.tell(trial, 0.5)
+    assert driver.running_trial_ids() == []
+    _same_as_database(driver, url, tid)  # the finished trial, completion time included
+    fresh = optuna_rdb_storage(url).get_trial(tid)
+    assert _as_in_database(told) == _as_in_database(fresh)
+    statements.clear()
     assert driver.get_trial(tid).state == TrialState.COMPLETE
+    assert statements == []  # kept in Optuna's cache of finished trials
     with pytest.raises(RuntimeError):  # a finished trial is refused, as by Optuna
         driver.set_trial_user_attrs(tid, {"variant": "sgd"})
+    rdb.engine.dispose()
+
+
+def test_ask_reloads_the_study_only_when_a_trial_waits(url) -> None:
+    """`ask` looks for WAITING trials with one query; one enqueued by another process
+    (another storage on the same database) is still the one the next ask runs."""
+    rdb = optuna_rdb_storage(url)
+    driver = DriverStorage(rdb)
+    study = optuna.create_study(storage=driver, study_name="s", direction="maximize")
+    first = study.ask()
+    first.suggest_float("lr", 1e-3, 1.0, log=True)
+    study.tell(first, 0.5)
+    statements: list[str] = []
+    event.listen(rdb.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    second = study.ask()
+    assert not [s for s in statements if "trial_user_attributes" in s]  # no reload
+    study.tell(second, state=TrialState.FAIL)
+
+    other = optuna.load_study(study_name="s", storage=optuna_rdb_storage(url))
+    other.enqueue_trial({"lr": 0.25})
+    waiting = other.trials[-1]
+    assert waiting.state == TrialState.WAITING
+    statements.clear()
+    third = study.ask()
+    assert [s for s in statements if "trial_user_attributes" in s]  # reloaded, found it
+    assert third.number == waiting.number
+    assert third.suggest_float("lr", 1e-3, 1.0, log=True) == 0.25
+    _same_as_database(driver, url, third._trial_id)
+    study.tell(third, 0.75)
+    _same_as_database(driver, url, third._trial_id)
+    assert [t.state for t in study.trials] == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+    ]
 
 
 def test_enqueued_trials_are_served_once_the_driver_starts_them(url) -> None:
@@ -154,3 +198,30 @@ def test_a_seeded_study_samples_the_same_on_driver_and_optuna_storage(url, sampl
     assert [{k: v for k, v in _as_in_database(t).items() if k not in ignore} for t in driver] == [
         {k: v for k, v in _as_in_database(t).items() if k not in ignore} for t in plain
     ]
+
+
+def _set_optuna_schema_version(url: str, version: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": version})
+    engine.dispose()
+
+
+def test_optuna_schema_is_checked_once_per_url_and_a_failed_check_is_not_remembered(
+    tmp_path,
+) -> None:
+    from study.optuna_storage import rdb_storage
+
+    checked = f"sqlite:///{tmp_path / 'checked.db'}"
+    rdb_storage(checked).engine.dispose()  # checks, and creates Optuna's tables
+    _set_optuna_schema_version(checked, "v0.0.0.a")
+    rdb_storage(checked).engine.dispose()  # not checked again in this process
+
+    outdated = f"sqlite:///{tmp_path / 'outdated.db'}"
+    optuna.storages.RDBStorage(outdated).engine.dispose()
+    _set_optuna_schema_version(outdated, "v0.0.0.a")
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="version"):
+            rdb_storage(outdated)

@@ -68,20 +68,30 @@ def test_inline_writes_run_at_once_in_the_callers_thread() -> None:
     assert writes.call(lambda x: x + 1, 1) == 2
 
 
-def test_recorder_stamps_trials_when_their_events_happen_not_when_rows_are_written(
-    tmp_path,
-) -> None:
+RESULT = {"epoch": 1, "val_accuracy": 0.5, "train_loss": 1.0, "diverged": False}
+
+
+def _recorder(tmp_path, writes):
+    """A study "r" in a fresh SQLite file and a Recorder writing it through `writes`."""
     import storage
     from study.recorder import Recorder
 
     engine = storage.open_database(f"sqlite:///{tmp_path / 'r.db'}")
     writer = storage.ResultWriter(engine)
     writer.create_study("r", {"x": 1}, "test")
+    return engine, Recorder(writer, "r", epochs_planned=1, writes=writes)
+
+
+def test_recorder_stamps_trials_when_their_events_happen_not_when_rows_are_written(
+    tmp_path,
+) -> None:
+    import storage
+
     writes = BackgroundWrites()
     gate = threading.Event()
     writes.submit(gate.wait)  # hold the queue: every row below is written late
-    recorder = Recorder(writer, "r", epochs_planned=1, writes=writes)
-    result = {"epoch": 1, "val_accuracy": 0.5, "train_loss": 1.0, "diverged": False}
+    engine, recorder = _recorder(tmp_path, writes)
+    result = RESULT
     trial = _fake_trial(0, "l2", result)
     before = datetime.now(UTC)
     recorder.on_trial_start(0, [], trial)
@@ -157,3 +167,94 @@ def test_an_interrupted_study_fails_what_it_asked_for_and_will_not_finish() -> N
     states = [t.state for t in inner._ot_study.trials]
     complete, fail = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
     assert states == [complete, fail, fail]
+
+
+def test_a_held_queue_waits_for_release_at_most_max_hold_and_never_holds_the_driver() -> None:
+    writes = BackgroundWrites(max_hold=30.0)
+    ran = threading.Event()
+    writes.hold()
+    writes.submit(ran.set)
+    assert not ran.wait(0.3)  # held
+    writes.release()
+    assert ran.wait(5.0)
+
+    # the driver never waits on a hold: `call` and `wait` release it first
+    writes.hold()
+    started = time.monotonic()
+    assert writes.call(lambda: 3) == 3
+    writes.hold()
+    assert writes.wait(writes.submit(lambda: 4)) == 4
+    assert time.monotonic() - started < 10.0
+    # waiting for a call that already ran keeps the hold
+    ran_before = writes.submit(lambda: 5)
+    assert writes.wait(ran_before) == 5
+    writes.hold()
+    assert writes.wait(ran_before) == 5
+    still_held = threading.Event()
+    writes.submit(still_held.set)
+    assert not still_held.wait(0.3)
+    writes.release()
+    assert still_held.wait(5.0)
+    # close releases and drains
+    writes.hold()
+    late = threading.Event()
+    writes.submit(late.set)
+    writes.close()
+    assert late.is_set()
+
+    # a hold nobody releases ends after max_hold
+    short = BackgroundWrites(max_hold=0.2)
+    done = threading.Event()
+    short.hold()
+    started = time.monotonic()
+    short.submit(done.set)
+    assert done.wait(5.0)
+    assert 0.15 <= time.monotonic() - started < 5.0
+    short.close()
+
+
+class _SpyWrites(InlineWrites):
+    """Inline writes that note what the study asks of them."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.events.append(getattr(fn, "__name__", "call"))
+        return super().submit(fn, *args, **kwargs)
+
+    def wait(self, future):
+        self.events.append("wait")
+        return super().wait(future)
+
+    def hold(self) -> None:
+        self.events.append("hold")
+
+    def release(self) -> None:
+        self.events.append("release")
+
+
+def test_recorder_holds_the_queue_from_a_trials_end_to_the_next_trials_start(
+    tmp_path,
+) -> None:
+    import storage
+
+    writes = _SpyWrites()
+    engine, recorder = _recorder(tmp_path, writes)
+    for number in (0, 1):
+        trial = _fake_trial(number, "l2", RESULT)
+        recorder.on_trial_start(0, [], trial)
+        recorder.on_trial_result(0, [], trial, RESULT)
+        recorder.on_trial_complete(0, [], trial)
+    one = ["release", "start_trial", "record_epoch", "finish_trial", "hold"]
+    assert writes.events == one + one
+    assert [r.state for r in storage.queries.list_trials(engine, "r")] == ["COMPLETE"] * 2
+
+
+def test_the_searcher_waits_for_an_ask_made_ahead_through_the_writes() -> None:
+    """So that a held queue is released before the driver waits on it."""
+    config = merge(flags={"trials": 3, "sampler": "random", "sampler_seed": 0}).config
+    writes = _SpyWrites()
+    search, _ = _searcher(config, writes=writes, ask_ahead=True, name="w")
+    _run_all(search, 3)
+    assert writes.events.count("wait") == 2  # the 2nd and 3rd configurations, asked ahead
