@@ -155,8 +155,9 @@ class DriverStorage(_CachedStorage):
         """All of `attrs` as the trial's user attributes in ONE transaction.
 
         Optuna commits each `set_user_attr` on its own (a SELECT, an upsert and a commit
-        each); this writes exactly the same rows through the RDB storage's per-attribute
-        helper inside a single session.
+        each); this writes exactly the same rows after one SELECT (the trial must still be
+        RUNNING), in one upsert statement on SQLite and PostgreSQL (the RDB storage's
+        per-attribute helper elsewhere), and one commit.
         """
         backend = self._backend
         with self._keeping(trial_id) as mine:
@@ -200,14 +201,19 @@ class DriverStorage(_CachedStorage):
     ) -> None:
         """Put the driver's copy, now finished, in Optuna's cache of finished trials.
 
-        Only the completion time is not known here (the database took its own clock):
-        one column is read back instead of the whole trial.
+        Only the completion time is not known here (the database took its own clock): the
+        trial's row is read back (one query) instead of the trial and its five attribute
+        tables. If the row is gone (deleted by another process), nothing is kept and the
+        next read goes to the database, which reports it.
         """
-        with _create_scoped_session(self._backend.scoped_session) as session:
-            # the row alone (its attribute tables load only when touched), converted to
-            # local time by Optuna's own model, as a full read converts it
-            row = models.TrialModel.find_or_raise_by_id(trial._trial_id, session)
-            completed: datetime | None = row.datetime_complete
+        try:
+            with _create_scoped_session(self._backend.scoped_session) as session:
+                # the row alone (its attribute tables load only when touched), converted
+                # to local time by Optuna's own model, as a full read converts it
+                row = models.TrialModel.find_or_raise_by_id(trial._trial_id, session)
+                completed: datetime | None = row.datetime_complete
+        except KeyError:
+            return
         trial.state = state
         trial._values = None if values is None else [float(v) for v in values]
         trial.datetime_complete = completed
