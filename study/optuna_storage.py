@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 from collections.abc import Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -46,7 +45,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 #: Database URLs whose Optuna schema version this process has checked (`rdb_storage`).
 _SCHEMA_CHECKED: set[str] = set()
-_SCHEMA_LOCK = threading.Lock()
 
 
 def rdb_storage(url: str, engine_kwargs: dict[str, Any] | None = None) -> RDBStorage:
@@ -58,11 +56,9 @@ def rdb_storage(url: str, engine_kwargs: dict[str, Any] | None = None) -> RDBSto
     importances and its attachment to the dashboard) and nothing in between changes the
     schema: the first open checks, the others skip it. A failed check is not remembered.
     """
-    with _SCHEMA_LOCK:
-        checked = url in _SCHEMA_CHECKED
+    checked = url in _SCHEMA_CHECKED
     storage = RDBStorage(url, engine_kwargs=engine_kwargs, skip_compatibility_check=checked)
-    with _SCHEMA_LOCK:
-        _SCHEMA_CHECKED.add(url)
+    _SCHEMA_CHECKED.add(url)  # a set of strings: one membership test or add is atomic
     return storage
 
 
@@ -161,9 +157,13 @@ class DriverStorage(_CachedStorage):
         """
         backend = self._backend
         with self._keeping(trial_id) as mine:
+            rows = [
+                {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                for k, v in attrs.items()
+            ]
+            upsert = _user_attrs_upsert(backend.engine.name, rows) if rows else None
             with _create_scoped_session(backend.scoped_session, True) as session:
-                upsert = _upsert_statement(backend.engine.name)
-                if upsert is None or not attrs:
+                if upsert is None:
                     for name, value in attrs.items():
                         backend._set_trial_attr_without_commit(
                             session, models.TrialUserAttributeModel, trial_id, name, value
@@ -171,11 +171,7 @@ class DriverStorage(_CachedStorage):
                 else:  # what that helper does per attribute, for all of them at once
                     trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
                     backend.check_trial_is_updatable(trial_id, trial.state)
-                    rows = [
-                        {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
-                        for k, v in attrs.items()
-                    ]
-                    session.execute(upsert(rows))
+                    session.execute(upsert)
             if mine is not None:
                 mine.user_attrs.update({k: _as_stored(v) for k, v in attrs.items()})
 
@@ -242,9 +238,10 @@ def _only_waiting(states: Container[TrialState] | None) -> bool:
     }
 
 
-def _upsert_statement(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT (trial_id, key) DO UPDATE for these rows, as Optuna writes an
-    attribute on SQLite and PostgreSQL; None for other databases (one helper call each)."""
+def _user_attrs_upsert(dialect: str, rows: list[dict[str, Any]]) -> Any:
+    """INSERT ... ON CONFLICT (trial_id, key) DO UPDATE of these user-attribute rows, as
+    Optuna writes one on SQLite and PostgreSQL; None for other databases (one helper call
+    per attribute there)."""
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     elif dialect == "postgresql":
@@ -252,15 +249,11 @@ def _upsert_statement(dialect: str) -> Any:
     else:
         return None
     model = models.TrialUserAttributeModel
-
-    def statement(rows: list[dict[str, Any]]) -> Any:
-        stmt = insert(model).values(rows)
-        return stmt.on_conflict_do_update(
-            index_elements=[model.trial_id, model.key],
-            set_={"value_json": stmt.excluded.value_json},
-        )
-
-    return statement
+    stmt = insert(model).values(rows)
+    return stmt.on_conflict_do_update(
+        index_elements=[model.trial_id, model.key],
+        set_={"value_json": stmt.excluded.value_json},
+    )
 
 
 def _as_stored(value: Any) -> Any:
