@@ -15,10 +15,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Table, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from storage import queries
+from storage.dialects import upsert_insert
 from storage.errors import StorageError
 from storage.schema import COMPLETE, FAIL, RUNNING, Epoch, Study, Trial, utcnow
 from storage.transactions import run_write
@@ -204,12 +204,10 @@ class ResultWriter:
 
 def _insert(conn: Connection) -> Any:
     """The dialect's INSERT, which has on_conflict_do_update/do_nothing."""
-    name = conn.dialect.name
-    if name == "sqlite":
-        return sqlite.insert
-    if name == "postgresql":
-        return postgresql.insert
-    raise StorageError(f"unsupported database backend {name!r}")  # pragma: no cover
+    insert = upsert_insert(conn.dialect.name)
+    if insert is None:  # pragma: no cover - storage.engine accepts only these two
+        raise StorageError(f"unsupported database backend {conn.dialect.name!r}")
+    return insert
 
 
 def _upsert(

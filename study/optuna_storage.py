@@ -43,6 +43,8 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
+from storage.dialects import upsert_insert
+
 #: Database URLs whose Optuna schema version this process has checked (`rdb_storage`).
 _SCHEMA_CHECKED: set[str] = set()
 
@@ -242,11 +244,8 @@ def _user_attrs_upsert(dialect: str, rows: list[dict[str, Any]]) -> Any:
     """INSERT ... ON CONFLICT (trial_id, key) DO UPDATE of these user-attribute rows, as
     Optuna writes one on SQLite and PostgreSQL; None for other databases (one helper call
     per attribute there)."""
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
+    insert = upsert_insert(dialect)
+    if insert is None:
         return None
     model = models.TrialUserAttributeModel
     stmt = insert(model).values(rows)

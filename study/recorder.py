@@ -16,9 +16,11 @@ per-epoch checkpoint and this callback keeps the trial RUNNING under the same nu
 
 The writes go through `writes` (`study.writes`: in a launch, a background thread, in
 order), so they cost Tune's event loop only the time to build them; every time stamp is
-taken here, when the event happens, not when its row is written. From a trial's end to
-the next trial's start this callback holds that queue, so the writes run while the next
-trial trains instead of slowing Tune down while it starts it (`study.writes`).
+taken here, when the event happens, not when its row is written. From a trial's last
+result (its final or diverged epoch; its end, when a scheduler stopped it early) to the
+end of the Tune step that starts the next trial this callback holds that queue, so the
+writes run while the next trial trains instead of slowing Tune down while it ends one
+trial and starts the next (`study.writes`).
 """
 
 from __future__ import annotations
@@ -50,9 +52,12 @@ class Recorder(Callback):
         self.epochs_planned = epochs_planned
         self.writes: Writes = writes if writes is not None else InlineWrites()
         self._started: dict[int, datetime] = {}
+        self._release_at_step_end = False
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.writes.release()  # the trial is started: queued writes run while it trains
+        # Tune sends the trial its first task only after this callback: the queued writes
+        # run from the end of this step on, while the trial trains (study.writes)
+        self._release_at_step_end = True
         number = _number(trial)
         if number in self._started:
             return  # a restart after a worker failure: same trial, same row
@@ -79,6 +84,14 @@ class Recorder(Callback):
             return
         # a copy: Tune keeps the dict as the trial's last result and may add to it
         self.writes.submit(self.writer.record_epoch, self.study, number, int(epoch), dict(result))
+        if int(epoch) >= self.epochs_planned or result.get("diverged"):
+            # the trial's last epoch: Tune now ends it and starts the next one
+            self.writes.hold()
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self._release_at_step_end:
+            self._release_at_step_end = False
+            self.writes.release()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         pruned = stopped_early(trial.last_result, self.epochs_planned)

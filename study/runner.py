@@ -20,13 +20,11 @@ reverse), and a restored Optuna searcher would double-count. A trial that Tune r
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import sys
-import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -197,8 +195,17 @@ def make_plan(
 
 
 def run_study(merged: MergedConfig, out: TextIO | None = None) -> int:
-    """`insgd-study launch`: check, plan, run on Ray Tune, summarize. Returns the exit code."""
-    out = out or sys.stdout
+    """`insgd-study launch`: check, plan, run on Ray Tune, summarize. Returns the exit code.
+
+    The garbage collector is paused from here until Tune's loop starts (`study.collector`:
+    the imports of a fresh driver otherwise set off a second of full collections)."""
+    from study.collector import collector_paused
+
+    with collector_paused() as resume_collector:
+        return _run_study(merged, out or sys.stdout, resume_collector)
+
+
+def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[], None]) -> int:
     prepared = prepare(merged)
     config = prepared.config
     from study.raysetup import quiet_environment
@@ -250,7 +257,11 @@ def run_study(merged: MergedConfig, out: TextIO | None = None) -> int:
             f"trials finished, running {plan.budget} ({config.dataset}/{config.model}, "
             f"{config.epochs} epochs, up to {slots} at once)",
         )
-        emitted = _fit(config, prepared, writer, plan, rows, slots, out) if plan.budget else 0
+        emitted = (
+            _fit(config, prepared, writer, plan, rows, slots, out, resume_collector)
+            if plan.budget
+            else 0
+        )
         leftover = writer.fail_running_trials(
             config.name, "the launch ended before this trial finished"
         )
@@ -291,12 +302,15 @@ def _fit(
     rows: Sequence[Any],
     slots: int,
     out: TextIO,
+    resume_collector: Callable[[], None],
 ) -> int:
     """Run the plan on Ray Tune; returns how many trials were handed to Tune (fewer than
-    the budget when the run was interrupted, e.g. by Ctrl-C, which Tune handles itself)."""
+    the budget when the run was interrupted, e.g. by Ctrl-C, which Tune handles itself).
+    `resume_collector` runs once Tune is set up, just before its loop (`study.collector`)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from study.collector import freeze_long_lived
     from study.optuna_storage import DriverStorage
     from study.progress import Best, Progress, best_per_variant
     from study.recorder import Recorder
@@ -304,6 +318,7 @@ def _fit(
     from study.search import METRIC, MODE, SeededSearch, StudyOptunaSearch
     from study.space import define_space
     from study.trainable import run_trial
+    from study.warmup import ReportWarmup
     from study.writes import BackgroundWrites
 
     # the driver's own RUNNING Optuna trials are served from memory (study.optuna_storage)
@@ -346,6 +361,7 @@ def _fit(
         out=out,
     )
     resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
+    warmup = ReportWarmup(then=freeze_long_lived)  # the report's imports, from trial 1 on
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources),
         tune_config=tune.TuneConfig(
@@ -360,13 +376,13 @@ def _fit(
         run_config=tune.RunConfig(
             name=f"insgd-{config.name}-{datetime.now():%Y%m%d-%H%M%S}",
             storage_path=_storage_path(config.results_dir),
-            callbacks=[Recorder(writer, config.name, config.epochs, writes), progress],
+            callbacks=[Recorder(writer, config.name, config.epochs, writes), progress, warmup],
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=1 if config.verbose else 0,
         ),
     )
-    warm = _prewarm_report_imports()
+    resume_collector()
     try:
         tuner.fit()
         searcher.fail_unfinished()
@@ -375,43 +391,8 @@ def _fit(
             writes.close()
         raise
     writes.close()  # every queued write is in the database before anything reads it
-    warm.join()
+    warmup.join()
     return searcher.emitted
-
-
-#: What `_attach_report` imports after the trials (sklearn and scipy through Optuna's
-#: importance evaluators, matplotlib with its font cache): seconds of work at the end.
-REPORT_MODULES = (
-    "study.robustness",
-    "study.importance",
-    "optuna.importance",
-    "study.plots",
-    "study.report",
-    "study.dashboard",
-    "optuna.artifacts",
-    "optuna_dashboard",
-)
-
-
-def _prewarm_report_imports() -> threading.Thread:
-    """Import what the end-of-study report needs in a daemon thread while Tune runs.
-
-    The driver spends a study blocked in `ray.wait` (the GIL released), so these imports
-    cost it nothing there, while after the last trial they would add seconds to every
-    launch. A failed import is ignored: `_attach_report` imports the module again and
-    reports the error as it always has.
-    """
-
-    def work() -> None:
-        for name in REPORT_MODULES:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001, S112 - the report path raises it again later
-                continue
-
-    thread = threading.Thread(target=work, name="insgd-report-imports", daemon=True)
-    thread.start()
-    return thread
 
 
 def optuna_rdb_storage(url: str) -> Any:

@@ -18,14 +18,16 @@ Order keeps this correct:
 - `close()` drains the queue before the launch reads the database back (leftover
   RUNNING trials, summary, report).
 
-Between one trial's end and the next one's start Tune's loop is on the critical path:
-it makes the next trial and resets the reused actor, a string of calls into Ray that each
-need the GIL back when they return. Work on this thread then (an ask, a tell, the rows:
-10-30 ms of Python per trial) makes each of those calls wait for the GIL, ~10 ms per
-trial on a 2-core machine. So the `Recorder` *holds* the queue from a trial's end to the
-next trial's start (`hold`/`release`): queued calls wait, at most `max_hold` seconds
-(50 ms), and run while the next trial trains. The driver never waits on a held queue:
-`call`, and `wait` for a call that has not run yet, release it first.
+Between one trial's last result and the next one's first task Tune's loop is on the
+critical path: it ends the trial, makes the next one, resets the reused actor and sends
+it its task, a string of calls into Ray that each need the GIL back when they return.
+Work on this thread then (an ask, a tell, the rows: 10-30 ms of Python per trial) makes
+each of those calls wait for the GIL, ~10 ms per trial on a 2-core machine. So the
+`Recorder` *holds* the queue from a trial's last result (or its end, when a scheduler
+stopped it) until the end of the Tune step that started the next trial, by which time
+Tune has sent that trial its task (`hold`/`release`): queued calls wait, at most
+`max_hold` seconds (50 ms), and run while the next trial trains. The driver never waits
+on a held queue: `call`, and `wait` for a call that has not run yet, release it first.
 
 Durability: a call waits in the queue for milliseconds. A driver killed with SIGKILL can
 lose the last few, which ``--resume`` handles like any trial the dead driver left

@@ -7,6 +7,7 @@ got as far as starting Ray would show up as a failure, not as a slow pass.
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,8 @@ def no_ray(monkeypatch):
         raise AssertionError("bad input must be refused before Ray starts")
 
     monkeypatch.setattr("study.raysetup.ray_session", forbidden)
+    yield
+    assert gc.isenabled(), "a refused launch left the garbage collector paused"
 
 
 def launch(capsys, *argv: str) -> tuple[int, str]:

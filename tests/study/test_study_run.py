@@ -8,6 +8,7 @@ pack trials and that a trial given a GPU Ray cannot back with CUDA still trains 
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import socket
@@ -89,6 +90,8 @@ def test_grid_study_with_seeds_records_everything(local_ray, tmp_path):
         max_concurrent=1,
     )
     assert code == 0, out
+    assert gc.isenabled()  # paused for the launch's setup only (study.collector)
+    assert "report attached" in out
     rows = helpers.trials(url, "grid")
     assert len(rows) == 8 and all(r.state == "COMPLETE" for r in rows)
     assert sorted(r.trial_number for r in rows) == list(range(8))
@@ -145,6 +148,7 @@ def test_grid_study_with_seeds_records_everything(local_ray, tmp_path):
         max_concurrent=2,
     )
     assert code == 0 and "nothing to run" in again
+    assert gc.isenabled()
     assert len(helpers.trials(url, "grid")) == 8
 
 

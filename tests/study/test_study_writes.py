@@ -71,7 +71,7 @@ def test_inline_writes_run_at_once_in_the_callers_thread() -> None:
 RESULT = {"epoch": 1, "val_accuracy": 0.5, "train_loss": 1.0, "diverged": False}
 
 
-def _recorder(tmp_path, writes):
+def _recorder(tmp_path, writes, epochs_planned: int = 1):
     """A study "r" in a fresh SQLite file and a Recorder writing it through `writes`."""
     import storage
     from study.recorder import Recorder
@@ -79,7 +79,7 @@ def _recorder(tmp_path, writes):
     engine = storage.open_database(f"sqlite:///{tmp_path / 'r.db'}")
     writer = storage.ResultWriter(engine)
     writer.create_study("r", {"x": 1}, "test")
-    return engine, Recorder(writer, "r", epochs_planned=1, writes=writes)
+    return engine, Recorder(writer, "r", epochs_planned=epochs_planned, writes=writes)
 
 
 def test_recorder_stamps_trials_when_their_events_happen_not_when_rows_are_written(
@@ -234,21 +234,64 @@ class _SpyWrites(InlineWrites):
         self.events.append("release")
 
 
-def test_recorder_holds_the_queue_from_a_trials_end_to_the_next_trials_start(
+def test_recorder_holds_the_queue_from_a_trials_last_result_to_the_next_trials_start(
     tmp_path,
 ) -> None:
+    """Held from the last epoch's result (or the end of a trial stopped early) until the
+    end of the Tune step that started the next trial, after Tune has sent it its task."""
     import storage
 
     writes = _SpyWrites()
-    engine, recorder = _recorder(tmp_path, writes)
-    for number in (0, 1):
-        trial = _fake_trial(number, "l2", RESULT)
-        recorder.on_trial_start(0, [], trial)
-        recorder.on_trial_result(0, [], trial, RESULT)
-        recorder.on_trial_complete(0, [], trial)
-    one = ["release", "start_trial", "record_epoch", "finish_trial", "hold"]
-    assert writes.events == one + one
-    assert [r.state for r in storage.queries.list_trials(engine, "r")] == ["COMPLETE"] * 2
+    engine, recorder = _recorder(tmp_path, writes, epochs_planned=2)
+
+    def step_end() -> None:
+        recorder.on_step_end(0, [])
+
+    def epoch(n: int, **extra) -> dict:
+        return {**RESULT, "epoch": n, **extra}
+
+    full = _fake_trial(0, "l2", epoch(2))
+    recorder.on_trial_start(0, [], full)
+    assert writes.events == ["start_trial"]  # not released inside on_trial_start
+    step_end()
+    recorder.on_trial_result(0, [], full, epoch(1))
+    step_end()  # released once per start, not at every step
+    recorder.on_trial_result(0, [], full, epoch(2))
+    recorder.on_trial_complete(0, [], full)
+    assert writes.events == [
+        "start_trial",
+        "release",
+        "record_epoch",
+        "record_epoch",
+        "hold",  # its last epoch
+        "finish_trial",
+        "hold",
+    ]
+
+    writes.events.clear()
+    diverged = _fake_trial(1, "l2", epoch(1, diverged=True))
+    recorder.on_trial_start(0, [], diverged)
+    step_end()
+    recorder.on_trial_result(0, [], diverged, epoch(1, diverged=True))
+    recorder.on_trial_complete(0, [], diverged)
+    assert writes.events == [
+        "start_trial",
+        "release",
+        "record_epoch",
+        "hold",  # diverged: its last epoch too
+        "finish_trial",
+        "hold",
+    ]
+
+    writes.events.clear()
+    pruned = _fake_trial(2, "l2", epoch(1))
+    recorder.on_trial_start(0, [], pruned)
+    step_end()
+    recorder.on_trial_result(0, [], pruned, epoch(1))
+    recorder.on_trial_complete(0, [], pruned)  # a scheduler stopped it after epoch 1
+    assert writes.events == ["start_trial", "release", "record_epoch", "finish_trial", "hold"]
+    states = [r.state for r in storage.queries.list_trials(engine, "r", order_by="trial_number")]
+    assert states == ["COMPLETE", "COMPLETE", "PRUNED"]
 
 
 def test_the_searcher_waits_for_an_ask_made_ahead_through_the_writes() -> None:
