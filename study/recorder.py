@@ -31,7 +31,7 @@ from typing import Any
 from ray.tune import Callback
 
 from storage import COMPLETE, FAIL, PRUNED, ResultWriter
-from study.search import stopped_early
+from study.search import is_final_result, stopped_early
 from study.writes import InlineWrites, Writes
 
 _WHERE_KEYS = ("node_id", "hostname", "device_name")
@@ -84,7 +84,7 @@ class Recorder(Callback):
             return
         # a copy: Tune keeps the dict as the trial's last result and may add to it
         self.writes.submit(self.writer.record_epoch, self.study, number, int(epoch), dict(result))
-        if int(epoch) >= self.epochs_planned or result.get("diverged"):
+        if is_final_result(result, self.epochs_planned):
             # the trial's last epoch: Tune now ends it and starts the next one
             self.writes.hold()
 

@@ -76,12 +76,16 @@ class Group:
         return len(self.outcomes) >= self.seeds
 
 
+def is_final_result(result: dict[str, Any], epochs_planned: int) -> bool:
+    """Whether a trial's report is its last unless a scheduler stops it sooner: its planned
+    final epoch, or the epoch it diverged in (`trainers.train.is_last_epoch`, on a report)."""
+    epoch = int(result.get("epoch") or 0)
+    return epoch >= epochs_planned or bool(result.get("diverged"))
+
+
 def stopped_early(result: dict[str, Any] | None, epochs_planned: int) -> bool:
     """A trial a scheduler stopped: fewer epochs than planned and not because it diverged."""
-    if not result:
-        return False
-    epoch = int(result.get("epoch") or 0)
-    return epoch < epochs_planned and not bool(result.get("diverged"))
+    return bool(result) and not is_final_result(result, epochs_planned)
 
 
 def objective(value: Any) -> float:
