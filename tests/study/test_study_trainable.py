@@ -99,7 +99,7 @@ def test_a_restarted_trial_resumes_from_the_checkpoint_tune_hands_it(session, mo
     epoch_one = session.folders[0]
     assert epoch_one is not None
 
-    restarted = type(session)(session.saved / "again", tune.Checkpoint.from_directory(epoch_one))
+    restarted = Session(session.saved / "again", tune.Checkpoint.from_directory(epoch_one))
     monkeypatch.setattr(tune, "report", restarted.report)
     monkeypatch.setattr(tune, "get_checkpoint", lambda: restarted.checkpoint)
     trainable.run_trial(_config(epochs=3))
