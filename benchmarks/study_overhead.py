@@ -23,8 +23,9 @@ is not hidden behind another's work). Reported per trial:
   trial's work (trials 2..N: the cost of one more trial on a warm, reused actor).
 
 Every loop starts warm (the libraries all of them use imported, one throwaway Tuner run
-first), and `--rounds R` repeats the three loops R times, one after another, and reports
-the medians: on a shared VM one run's ratio moves by +-0.2 from noise alone.
+first), and `--rounds R` repeats the three loops R times, one after another, in an order
+that alternates from round to round, and reports the medians: on a shared VM one run's
+ratio moves by +-0.2 from noise alone.
 
 Usage: python benchmarks/study_overhead.py [--trials 20] [--rounds 3] [--json]
 """
@@ -266,16 +267,51 @@ CONFIG_KEYS = (
 LOOPS = ("insgd_study_launch", "bare_tuner", "tuner_with_optuna_rdb")
 
 
-def run_round(workdir: Path, url: str, index: int, args: argparse.Namespace) -> dict[str, Any]:
-    """The three loops, one after another, on the same configurations."""
-    launch = run_launch(
-        url, workdir, f"overhead-{index}", args.trials, args.epochs, args.batch_size
-    )
-    configs = [{k: t["params"][k] for k in CONFIG_KEYS} for t in launch[1]]
+def run_round(
+    workdir: Path,
+    url: str,
+    index: int,
+    args: argparse.Namespace,
+    configs: list[dict[str, Any]] | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The three loops, one after another, on the same configurations; returns their
+    figures and the configurations launch ran.
+
+    The order alternates (launch, bare, Optuna in even rounds; Optuna, bare, launch in
+    odd ones), so that no loop always runs first, right after the previous round's
+    teardown. Launch samples the same configurations every round (random sampler, seed
+    0): an odd round's bare loop runs the previous round's.
+    """
+
+    def launch() -> tuple[float, list[dict[str, Any]]]:
+        return run_launch(
+            url, workdir, f"overhead-{index}", args.trials, args.epochs, args.batch_size
+        )
+
+    runs: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+    if configs is None or index % 2 == 0:
+        runs["insgd_study_launch"] = launch()
+        configs = _configs(runs["insgd_study_launch"][1])
     logging.getLogger("ray").setLevel(logging.ERROR)
-    bare = run_bare(configs, workdir, f"bare-{index}")
-    floor = run_optuna_tuner(configs[0], args.trials, workdir, f"optuna-{index}")
-    return {name: summarize(*run) for name, run in zip(LOOPS, (launch, bare, floor), strict=True)}
+    first = configs[0]
+    if index % 2 == 0:
+        runs["bare_tuner"] = run_bare(configs, workdir, f"bare-{index}")
+        runs["tuner_with_optuna_rdb"] = run_optuna_tuner(
+            first, args.trials, workdir, f"optuna-{index}"
+        )
+    else:
+        runs["tuner_with_optuna_rdb"] = run_optuna_tuner(
+            first, args.trials, workdir, f"optuna-{index}"
+        )
+        runs["bare_tuner"] = run_bare(configs, workdir, f"bare-{index}")
+        runs["insgd_study_launch"] = launch()
+        if _configs(runs["insgd_study_launch"][1]) != configs:
+            raise SystemExit("launch sampled other configurations than the round before")
+    return {name: summarize(*runs[name]) for name in LOOPS}, configs
+
+
+def _configs(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: t["params"][k] for k in CONFIG_KEYS} for t in trials]
 
 
 def ratios(row: dict[str, Any]) -> dict[str, float]:
@@ -324,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
             workdir = Path(tmp)
             url = f"sqlite:///{workdir / 'studies.db'}"
             warm_up(workdir)
+            configs = None
             for index in range(args.rounds):
-                row = run_round(workdir, url, index, args)
+                row, configs = run_round(workdir, url, index, args, configs)
                 rounds.append({**row, **ratios(row)})
                 if not args.json:
                     print(f"round {index + 1}/{args.rounds}: " + _ratio_line(rounds[-1]))

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from storage import queries
@@ -28,6 +28,26 @@ from storage.values import epoch_values, jsonable, trial_values
 _TRIAL_KEY = ["study_id", "trial_number"]
 _EPOCH_KEY = ["trial_id", "epoch"]
 _UPSERTS: dict[tuple[Any, ...], Any] = {}
+_SETS: dict[tuple[str, ...], Any] = {}  # UPDATE trials statements by column set
+#: The per-epoch hot path's statements, built once (SQLAlchemy then only binds values).
+_TRIAL_ID = select(Trial.id).where(
+    Trial.study_id == bindparam("sid"), Trial.trial_number == bindparam("num")
+)
+_EPOCH_COUNT = select(func.count()).where(Epoch.trial_id == bindparam("tid")).scalar_subquery()
+_PROGRESS = {
+    diverged: update(Trial)
+    .where(Trial.id == bindparam("tid"))
+    .values(epochs_completed=_EPOCH_COUNT, **({"diverged": True} if diverged else {}))
+    for diverged in (False, True)
+}
+_EPOCH_SUMMARY = (
+    select(Epoch.val_accuracy, Epoch.train_loss, Epoch.diverged)
+    .where(Epoch.trial_id == bindparam("tid"))
+    .order_by(Epoch.epoch)
+)
+_OLD_PARAMS = select(Trial.params).where(
+    Trial.study_id == bindparam("sid"), Trial.trial_number == bindparam("num")
+)
 #: What finish_trial computes from the epoch rows when the caller leaves it out.
 _SUMMARY_COLUMNS = frozenset(
     {"epochs_completed", "final_val_accuracy", "best_val_accuracy", "final_train_loss", "diverged"}
@@ -114,11 +134,7 @@ class ResultWriter:
             study_id = self._study_id(conn, study)
             trial_id = _ensure_trial(conn, study_id, number)
             _upsert_epochs(conn, trial_id, [row])
-            count = select(func.count()).where(Epoch.trial_id == trial_id).scalar_subquery()
-            progress: dict[str, Any] = {"epochs_completed": count}
-            if row["diverged"]:
-                progress["diverged"] = True
-            conn.execute(update(Trial).where(Trial.id == trial_id).values(**progress))
+            conn.execute(_PROGRESS[bool(row["diverged"])], {"tid": trial_id})
 
         run_write(self.engine, work)
 
@@ -158,7 +174,7 @@ class ResultWriter:
             summary = _summarize(conn, trial_id)
             missing = {k: v for k, v in summary.items() if k not in given and v is not None}
             if missing:
-                conn.execute(update(Trial).where(Trial.id == trial_id).values(**missing))
+                conn.execute(_set_columns(tuple(missing)), _set_params(trial_id, missing))
 
         run_write(self.engine, work)
 
@@ -261,14 +277,12 @@ def _upsert_trial(
 
 def _ensure_trial(conn: Connection, study_id: int, number: int) -> int:
     row = {"study_id": study_id, "trial_number": number, "state": RUNNING, "started_at": utcnow()}
-    conn.execute(_insert(conn)(Trial).values(row).on_conflict_do_nothing(index_elements=_TRIAL_KEY))
+    _upsert(conn, Trial.__table__, [row], _TRIAL_KEY, update=False)
     return _trial_id(conn, study_id, number)
 
 
 def _trial_id(conn: Connection, study_id: int, number: int) -> int:
-    trial_id = conn.scalar(
-        select(Trial.id).where(Trial.study_id == study_id, Trial.trial_number == number)
-    )
+    trial_id = conn.scalar(_TRIAL_ID, {"sid": study_id, "num": number})
     assert trial_id is not None
     return int(trial_id)
 
@@ -277,11 +291,22 @@ def _merge_params(conn: Connection, study_id: int, number: int, values: dict[str
     """Merge new `params` keys into the stored ones, so finish_trial keeps start_trial's."""
     if "params" not in values:
         return
-    old = conn.scalar(
-        select(Trial.params).where(Trial.study_id == study_id, Trial.trial_number == number)
-    )
+    old = conn.scalar(_OLD_PARAMS, {"sid": study_id, "num": number})
     if old:
         values["params"] = {**old, **values["params"]}
+
+
+def _set_columns(columns: tuple[str, ...]) -> Any:
+    """UPDATE trials SET these columns WHERE id = :tid, built once per column set."""
+    stmt = _SETS.get(columns)
+    if stmt is None:
+        values = {c: bindparam(f"set_{c}") for c in columns}  # column names are reserved
+        stmt = _SETS[columns] = update(Trial).where(Trial.id == bindparam("tid")).values(values)
+    return stmt
+
+
+def _set_params(trial_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
+    return {"tid": trial_id, **{f"set_{c}": v for c, v in values.items()}}
 
 
 def _upsert_epochs(conn: Connection, trial_id: int, rows: Iterable[dict[str, Any]]) -> None:
@@ -293,11 +318,7 @@ def _upsert_epochs(conn: Connection, trial_id: int, rows: Iterable[dict[str, Any
 
 
 def _summarize(conn: Connection, trial_id: int) -> dict[str, Any]:
-    rows = conn.execute(
-        select(Epoch.val_accuracy, Epoch.train_loss, Epoch.diverged)
-        .where(Epoch.trial_id == trial_id)
-        .order_by(Epoch.epoch)
-    ).all()
+    rows = conn.execute(_EPOCH_SUMMARY, {"tid": trial_id}).all()
     if not rows:
         return {}
     accuracies = [r.val_accuracy for r in rows if r.val_accuracy is not None]

@@ -75,10 +75,13 @@ def test_query_speed_prints_its_table() -> None:
 
 @pytest.mark.slow
 def test_study_overhead_runs_all_three_loops() -> None:
+    """Two rounds: the second runs the loops in the other order (launch last)."""
     out = json.loads(
-        _run("study_overhead.py", "--trials", "3", "--rounds", "1", "--json", timeout=300)
+        _run("study_overhead.py", "--trials", "3", "--rounds", "2", "--json", timeout=400)
     )
-    assert len(out["rounds"]) == 1
+    assert len(out["rounds"]) == 2
+    for row in out["rounds"]:
+        assert all(row[loop]["trials"] == 3 for loop in ("insgd_study_launch", "bare_tuner"))
     for loop in ("insgd_study_launch", "bare_tuner", "tuner_with_optuna_rdb"):
         row = out[loop]
         assert row["trials"] == 3, (loop, row)

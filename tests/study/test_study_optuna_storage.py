@@ -5,6 +5,7 @@ Optuna's own storage."""
 from __future__ import annotations
 
 import math
+import time
 
 import optuna
 import pytest
@@ -225,3 +226,173 @@ def test_optuna_schema_is_checked_once_per_url_and_a_failed_check_is_not_remembe
     for _ in range(2):
         with pytest.raises(RuntimeError, match="version"):
             rdb_storage(outdated)
+
+
+#: Optuna's per-trial tables and the columns that differ by nature between two runs.
+_TRIAL_TABLES = (
+    "trials",
+    "trial_params",
+    "trial_values",
+    "trial_intermediate_values",
+    "trial_user_attributes",
+    "trial_system_attributes",
+)
+_RUN_COLUMNS = {"trial_id", "study_id", "datetime_start", "datetime_complete"}
+
+
+def _stored_rows(url: str, study_name: str) -> dict[str, list[tuple]]:
+    """Every row Optuna's tables hold for the study, by trial number: ids and times left
+    out (they differ between two studies), except whether a completion time is set."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    meta.reflect(engine, only=(*_TRIAL_TABLES, "studies"))
+    trials, studies = meta.tables["trials"], meta.tables["studies"]
+    out = {}
+    with engine.connect() as conn:
+        for name in _TRIAL_TABLES:
+            table = meta.tables[name]
+            kept = [
+                c
+                for c in table.columns
+                if c.name not in _RUN_COLUMNS and not (c.primary_key and name != "trials")
+            ]
+            if name == "trials":
+                kept = [c for c in kept if c.name != "trial_id"]
+                kept.append(table.c.datetime_complete.is_not(None).label("completed"))
+                query = sa.select(*kept).select_from(table.join(studies))
+            else:
+                query = sa.select(trials.c.number, *kept).select_from(
+                    table.join(trials).join(studies, trials.c.study_id == studies.c.study_id)
+                )
+            query = query.where(studies.c.study_name == study_name)
+            out[name] = sorted(tuple(str(v) for v in row) for row in conn.execute(query))
+    engine.dispose()
+    return out
+
+
+def _same_writes(storage, study_name: str, *, batched_attrs: bool) -> list[int]:
+    """The writes a study makes, on `storage`; returns the trial ids."""
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=1),
+    )
+    first = study.ask()
+    first.suggest_categorical("norm", ["none", "l1", "l2"])
+    first.suggest_float("lr", 1e-3, 10.0, log=True)
+    first.suggest_float("eps", 1e-6, 1e-2, log=True)
+    for step, value in ((1, 0.25), (2, float("nan")), (3, float("inf")), (4, float("-inf"))):
+        first.report(value, step)
+    storage.set_trial_intermediate_value(first._trial_id, 2, 0.75)  # again: nan -> finite
+    attrs = {"variant": "insgd-l2", "diverged": False, "trial_numbers": [3, 4]}
+    if batched_attrs:
+        storage.set_trial_user_attrs(first._trial_id, attrs)
+        storage.set_trial_user_attrs(first._trial_id, {"variant": "insgd-l1"})
+    else:
+        for key, value in {**attrs, "variant": "insgd-l1"}.items():
+            first.set_user_attr(key, value)
+    study.tell(first, 0.5)
+    second = study.ask()
+    second.suggest_float("lr", 1e-3, 10.0, log=True)
+    study.tell(second, float("inf"))
+    third = study.ask()
+    third.suggest_categorical("norm", ["none", "l1", "l2"])
+    third.report(0.1, 1)
+    study.tell(third, state=TrialState.PRUNED)
+    fourth = study.ask()
+    study.tell(fourth, state=TrialState.FAIL)
+    return [t._trial_id for t in (first, second, third, fourth)]
+
+
+@pytest.fixture
+def away_from_utc(monkeypatch):
+    """Local time 5 hours behind UTC: Optuna stores naive UTC and serves local time, so a
+    completion time converted the wrong way (or not at all) shows."""
+    monkeypatch.setenv("TZ", "EST+05")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_the_driver_stores_exactly_the_rows_optunas_storage_stores(db_url, away_from_utc) -> None:
+    """Parameters, intermediate values (nan, +-inf, a nan step written again as a number),
+    user attributes and the final state and value (inf too) of COMPLETE, PRUNED and FAIL
+    trials: the driver's own statements leave every table as Optuna's storage does, and
+    what the driver serves afterwards, completion times included, is what the database
+    holds."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    _same_writes(optuna_rdb_storage(db_url), "plain", batched_attrs=False)
+    driver = DriverStorage(optuna_rdb_storage(db_url))
+    trial_ids = _same_writes(driver, "driver", batched_attrs=True)
+    plain, mine = _stored_rows(db_url, "plain"), _stored_rows(db_url, "driver")
+    assert plain["trial_intermediate_values"]  # the comparison compares something
+    assert mine == plain
+    assert driver.running_trial_ids() == []
+    for trial_id in trial_ids:
+        _same_as_database(driver, db_url, trial_id)
+
+
+def test_the_drivers_writes_are_one_transaction_each_without_reads_back(url) -> None:
+    """An intermediate value is a state check and one upsert; a tell a locked state check,
+    the value and the state: no ORM round trips, no read of the finished trial after."""
+    rdb = optuna_rdb_storage(url)
+    driver = DriverStorage(rdb)
+    study = optuna.create_study(
+        storage=driver,
+        study_name="s",
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),  # samples without reading trials
+    )
+    warm = study.ask()
+    warm.suggest_float("lr", 1e-3, 1.0, log=True)  # the name's first use: Optuna's path
+    study.tell(warm, 0.5)
+    trial = study.ask()
+    statements: list[str] = []
+    commits: list[int] = []
+    event.listen(rdb.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    event.listen(rdb.engine, "commit", lambda conn: commits.append(1))
+
+    def verbs() -> list[str]:
+        seen = [s.split()[0].upper() for s in statements]
+        statements.clear()
+        return seen
+
+    trial.suggest_float("lr", 1e-3, 1.0, log=True)
+    assert verbs() == ["SELECT", "INSERT"]
+    trial.report(0.25, 1)
+    assert verbs() == ["SELECT", "INSERT"]
+    driver.set_trial_user_attrs(trial._trial_id, {"variant": "sgd", "diverged": False})
+    assert verbs() == ["SELECT", "INSERT"]
+    commits.clear()
+    study.tell(trial, 0.75)
+    assert verbs() == ["SELECT", "INSERT", "UPDATE"] and len(commits) == 1
+    _same_as_database(driver, url, trial._trial_id)
+
+
+@pytest.mark.parametrize("first_write", ["report", "tell"])
+def test_a_trial_finished_by_another_process_is_refused_as_optuna_refuses_it(
+    url, first_write
+) -> None:
+    """The driver's state check sees what another process did (e.g. failing the trial
+    from the dashboard): its write is refused with Optuna's own error, nothing is
+    written, and the trial is read from the database from then on."""
+    driver = DriverStorage(optuna_rdb_storage(url))
+    study = optuna.create_study(storage=driver, study_name="s", direction="maximize")
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-3, 1.0, log=True)
+    trial.report(0.25, 1)
+    optuna_rdb_storage(url).set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        if first_write == "report":
+            trial.report(0.5, 2)
+        else:
+            driver.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.5])
+    assert driver.running_trial_ids() == []
+    _same_as_database(driver, url, trial._trial_id)
+    stored = optuna_rdb_storage(url).get_trial(trial._trial_id)
+    assert stored.state == TrialState.FAIL
+    assert stored.intermediate_values == {1: 0.25} and stored.values is None
