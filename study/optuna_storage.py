@@ -21,19 +21,25 @@ for WAITING trials first asks the database whether the study has any (one indexe
 query) and does the full reload only when it has.
 
 The writes themselves cost the driver's writes thread (`study.writes`) CPU while the next
-trial trains, 1.3-2 ms each through Optuna's ORM session (a SELECT of the trial, a flush, a
-commit). For the trials it holds, on SQLite and PostgreSQL, `DriverStorage` writes the
-same rows with SQLAlchemy Core statements built once (`_Statements`): per write one
-transaction of the state check Optuna makes (the trial must not be finished) and one
-statement; a parameter (after its name's first use, whose distribution Optuna looks up),
-an intermediate value and a trial's user attributes (all in one upsert:
-`set_trial_user_attrs`) are one INSERT, the final state and values one upsert and one
-UPDATE, and the completion time is the one it wrote, not read back. ~0.3 ms a write;
-Optuna's calls per one-epoch trial went from 11-14 ms of CPU to ~6 (ask ~5 of it). A test keeps
-every one of Optuna's trial tables identical to what Optuna's storage writes. Creating
-a trial (its number is assigned under a lock, with retries) stays Optuna's, as does
-every write on other databases and every write the state check refuses, so errors are
-Optuna's own.
+trial trains, 1.3-2.5 ms each through Optuna's ORM session (a SELECT of the trial, a
+flush, a commit). On SQLite and PostgreSQL `DriverStorage` writes the same rows with
+SQLAlchemy Core statements built once (`_Statements`):
+
+- a new trial (no template): under the study row's lock (SELECT ... FOR UPDATE, as
+  Optuna takes it), its RUNNING row, then its number (the study's trials before it),
+  then the number, in one transaction;
+- for a trial it holds, one transaction of the state check Optuna makes (the trial must
+  not be finished) and one statement: a parameter (after its name's first use, whose
+  distribution Optuna looks up), an intermediate value and a trial's user attributes
+  (all in one upsert: `set_trial_user_attrs`); the final state and values are one upsert
+  and one UPDATE, and the completion time is the one written, not read back.
+
+~0.3 ms a write; Optuna's calls per one-epoch trial went from 11-14 ms of CPU to ~4.
+Tests keep every one of Optuna's trial tables identical to what Optuna's storage writes
+and check that trials created at once by two storages never share a number. A trial
+created from a template (an enqueued point), every write on other databases and every
+write the checks refuse take Optuna's own path, so errors (and Optuna's retries of a
+trial's creation) are Optuna's own.
 
 One behaviour differs, by design: a change made to a RUNNING trial by another process
 (e.g. failing it by hand from optuna-dashboard) is not seen by the driver's reads; the
@@ -55,17 +61,19 @@ from optuna.distributions import (
     check_distribution_compatibility,
     distribution_to_json,
 )
+from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
-from optuna.storages._cached_storage import _CachedStorage
+from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy import exc as sa_exc
 
 from storage.dialects import upsert_insert
 
 #: Optuna's tables, which the driver's own writes address directly (`DriverStorage`).
+_STUDIES = models.StudyModel.__table__
 _TRIALS = models.TrialModel.__table__
 _PARAMS = models.TrialParamModel.__table__
 _VALUES = models.TrialValueModel.__table__
@@ -127,7 +135,16 @@ class DriverStorage(_CachedStorage):
 
     # -- writes: to the database first, then the copy ------------------------------------
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        trial_id = super().create_new_trial(study_id, template_trial)
+        created = None
+        if template_trial is None and self._sql is not None:
+            created = self._write_new_trial(study_id)
+        if created is None:  # Optuna's own path (a template, other databases, errors)
+            trial_id = super().create_new_trial(study_id, template_trial)
+        else:
+            trial_id = created._trial_id
+            with self._lock:
+                self._studies.setdefault(study_id, _StudyInfo())
+                self._add_trials_to_cache(study_id, [created])
         with self._lock:
             _, number = self._trial_id_to_study_id_and_number[trial_id]
             created = self._studies[study_id].trials[number]
@@ -268,6 +285,41 @@ class DriverStorage(_CachedStorage):
             session.execute(statement, rows)
         return True
 
+    def _write_new_trial(self, study_id: int) -> FrozenTrial | None:
+        """Optuna's `_create_new_trial` without a template, as Core statements: under the
+        study row's lock, the RUNNING row, then its number (the trials of the study before
+        it), in one transaction. None, nothing written, if the study is gone or the
+        database refused (Optuna's own path then retries or raises its error)."""
+        sql = self._sql
+        assert sql is not None
+        stamp = datetime.now().astimezone(UTC).replace(tzinfo=None)  # stored naive UTC
+        try:
+            with _create_scoped_session(self._backend.scoped_session) as session:
+                conn = session.connection()  # plain Core: no ORM handling of the statements
+                if conn.execute(sql.lock_study, {"sid": study_id}).first() is None:
+                    return None
+                row = {"sid": study_id, "state": TrialState.RUNNING, "started": stamp}
+                trial_id = conn.execute(sql.add_trial, row).inserted_primary_key[0]
+                before = conn.execute(sql.count_before, {"sid": study_id, "tid": trial_id})
+                number = int(before.scalar_one())
+                conn.execute(sql.number_trial, {"tid": trial_id, "num": number})
+        except (sa_exc.SQLAlchemyError, StorageInternalError):
+            return None
+        return FrozenTrial(
+            number=number,
+            state=TrialState.RUNNING,
+            value=None,
+            values=None,
+            datetime_start=_local(stamp),
+            datetime_complete=None,
+            params={},
+            distributions={},
+            user_attrs={},
+            system_attrs={},
+            intermediate_values={},
+            trial_id=int(trial_id),
+        )
+
     def _write_finished(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None
     ) -> tuple[bool, datetime | None] | None:
@@ -297,7 +349,7 @@ class DriverStorage(_CachedStorage):
                 session.execute(sql.finish, {"tid": trial_id, "new_state": state, "done": stamp})
         except sa_exc.IntegrityError:
             return False, None
-        return True, stamp.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
+        return True, _local(stamp)
 
     def _known_distribution(self, trial_id: int, name: str) -> BaseDistribution | None:
         """The distribution this study's `name` has (cached by Optuna after its first use)."""
@@ -373,6 +425,22 @@ class _Statements:
             .values(state=bindparam("new_state"), datetime_complete=bindparam("done"))
         )
         self.add_param = insert(_PARAMS)
+        study_id = bindparam("sid")
+        self.lock_study = (
+            select(_STUDIES.c.study_id).where(_STUDIES.c.study_id == study_id).with_for_update()
+        )
+        self.add_trial = insert(_TRIALS).values(
+            study_id=study_id,
+            number=None,
+            state=bindparam("state"),
+            datetime_start=bindparam("started"),
+        )
+        self.count_before = select(func.count(_TRIALS.c.trial_id)).where(
+            _TRIALS.c.study_id == study_id, _TRIALS.c.trial_id < trial_id
+        )
+        self.number_trial = (
+            update(_TRIALS).where(_TRIALS.c.trial_id == trial_id).values(number=bindparam("num"))
+        )
         self.put_intermediate = _upsert(insert_with_conflict, _INTERMEDIATE, ("trial_id", "step"))
         self.put_value = _upsert(insert_with_conflict, _VALUES, ("trial_id", "objective"))
         self.put_user_attr = _upsert(insert_with_conflict, _USER_ATTRS, ("trial_id", "key"))
@@ -391,6 +459,11 @@ def _upsert(insert_with_conflict: Callable[..., Any], table: Any, keys: tuple[st
         index_elements=[table.c[k] for k in keys],
         set_={name: stmt.excluded[name] for name in changing},
     )
+
+
+def _local(stored: datetime) -> datetime:
+    """A stored (naive UTC) time as Optuna's model gives it back: naive local time."""
+    return stored.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
 
 
 def _as_stored(value: Any) -> Any:

@@ -337,7 +337,8 @@ def test_the_driver_stores_exactly_the_rows_optunas_storage_stores(db_url, away_
 
 
 def test_the_drivers_writes_are_one_transaction_each_without_reads_back(url) -> None:
-    """An intermediate value is a state check and one upsert; a tell a locked state check,
+    """A new trial is its row and its number under the study row's lock; a parameter or
+    an intermediate value a state check and one statement; a tell a locked state check,
     the value and the state: no ORM round trips, no read of the finished trial after."""
     rdb = optuna_rdb_storage(url)
     driver = DriverStorage(rdb)
@@ -350,7 +351,6 @@ def test_the_drivers_writes_are_one_transaction_each_without_reads_back(url) -> 
     warm = study.ask()
     warm.suggest_float("lr", 1e-3, 1.0, log=True)  # the name's first use: Optuna's path
     study.tell(warm, 0.5)
-    trial = study.ask()
     statements: list[str] = []
     commits: list[int] = []
     event.listen(rdb.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
@@ -361,6 +361,11 @@ def test_the_drivers_writes_are_one_transaction_each_without_reads_back(url) -> 
         statements.clear()
         return seen
 
+    trial = study.ask()
+    # any WAITING trial?; then under the study row's lock: the row, its number, the number
+    assert verbs() == ["SELECT", "SELECT", "INSERT", "SELECT", "UPDATE"]
+    assert trial.number == 1 and driver.running_trial_ids() == [trial._trial_id]
+    _same_as_database(driver, url, trial._trial_id)
     trial.suggest_float("lr", 1e-3, 1.0, log=True)
     assert verbs() == ["SELECT", "INSERT"]
     trial.report(0.25, 1)
@@ -396,3 +401,33 @@ def test_a_trial_finished_by_another_process_is_refused_as_optuna_refuses_it(
     stored = optuna_rdb_storage(url).get_trial(trial._trial_id)
     assert stored.state == TrialState.FAIL
     assert stored.intermediate_values == {1: 0.25} and stored.values is None
+
+
+def test_trials_created_at_once_by_two_drivers_get_distinct_numbers(db_url) -> None:
+    """The number is counted under the study row's lock, as Optuna counts it: two
+    storages creating trials in one study at the same time never share a number."""
+    import threading
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    optuna.create_study(storage=optuna_rdb_storage(db_url), study_name="s")
+    drivers = [DriverStorage(optuna_rdb_storage(db_url)) for _ in range(2)]
+    studies = [optuna.load_study(study_name="s", storage=d) for d in drivers]
+    numbers: list[list[int]] = [[], []]
+    start = threading.Barrier(2)
+
+    def create(index: int) -> None:
+        start.wait()
+        for _ in range(15):
+            numbers[index].append(studies[index].ask().number)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(numbers[0] + numbers[1]) == list(range(30))
+    stored = optuna.load_study(study_name="s", storage=optuna_rdb_storage(db_url)).trials
+    assert sorted(t.number for t in stored) == list(range(30))
+    for driver, mine in zip(drivers, numbers, strict=True):
+        for number in mine:  # what each driver serves is what the database holds
+            _same_as_database(driver, db_url, stored[number]._trial_id)
