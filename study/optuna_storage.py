@@ -26,8 +26,8 @@ flush, a commit). On SQLite and PostgreSQL `DriverStorage` writes the same rows 
 SQLAlchemy Core statements built once (`_Statements`):
 
 - a new trial (no template): under the study row's lock (SELECT ... FOR UPDATE, as
-  Optuna takes it), its RUNNING row, then its number (the study's trials before it),
-  then the number, in one transaction;
+  Optuna takes it), its RUNNING row, the count of the study's trials before it, and that
+  count written as its number, in one transaction;
 - for a trial it holds, one transaction of the state check Optuna makes (the trial must
   not be finished) and one statement: a parameter (after its name's first use, whose
   distribution Optuna looks up), an intermediate value and a trial's user attributes
