@@ -292,7 +292,7 @@ class DriverStorage(_CachedStorage):
         database refused (Optuna's own path then retries or raises its error)."""
         sql = self._sql
         assert sql is not None
-        stamp = datetime.now().astimezone(UTC).replace(tzinfo=None)  # stored naive UTC
+        stamp = _stored_now()
         try:
             with _create_scoped_session(self._backend.scoped_session) as session:
                 conn = session.connection()  # plain Core: no ORM handling of the statements
@@ -332,7 +332,7 @@ class DriverStorage(_CachedStorage):
         """
         sql = self._sql
         assert sql is not None
-        stamp = datetime.now().astimezone(UTC).replace(tzinfo=None)  # stored naive UTC
+        stamp = _stored_now()
         rows = []
         for objective, value in enumerate(values or ()):
             stored, kind = models.TrialValueModel.value_to_stored_repr(value)
@@ -459,6 +459,12 @@ def _upsert(insert_with_conflict: Callable[..., Any], table: Any, keys: tuple[st
         index_elements=[table.c[k] for k in keys],
         set_={name: stmt.excluded[name] for name in changing},
     )
+
+
+def _stored_now() -> datetime:
+    """Now as Optuna's model stores a time it sets: naive UTC (its setters convert local
+    `datetime.now()` this way)."""
+    return datetime.now().astimezone(UTC).replace(tzinfo=None)
 
 
 def _local(stored: datetime) -> datetime:
