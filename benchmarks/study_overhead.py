@@ -282,31 +282,24 @@ def run_round(
     teardown. Launch samples the same configurations every round (random sampler, seed
     0): an odd round's bare loop runs the previous round's.
     """
-
-    def launch() -> tuple[float, list[dict[str, Any]]]:
-        return run_launch(
-            url, workdir, f"overhead-{index}", args.trials, args.epochs, args.batch_size
-        )
-
     runs: dict[str, tuple[float, list[dict[str, Any]]]] = {}
-    if configs is None or index % 2 == 0:
-        runs["insgd_study_launch"] = launch()
-        configs = _configs(runs["insgd_study_launch"][1])
-    logging.getLogger("ray").setLevel(logging.ERROR)
-    first = configs[0]
-    if index % 2 == 0:
-        runs["bare_tuner"] = run_bare(configs, workdir, f"bare-{index}")
-        runs["tuner_with_optuna_rdb"] = run_optuna_tuner(
-            first, args.trials, workdir, f"optuna-{index}"
-        )
-    else:
-        runs["tuner_with_optuna_rdb"] = run_optuna_tuner(
-            first, args.trials, workdir, f"optuna-{index}"
-        )
-        runs["bare_tuner"] = run_bare(configs, workdir, f"bare-{index}")
-        runs["insgd_study_launch"] = launch()
-        if _configs(runs["insgd_study_launch"][1]) != configs:
-            raise SystemExit("launch sampled other configurations than the round before")
+    for name in LOOPS if index % 2 == 0 else LOOPS[::-1]:
+        if name == "insgd_study_launch":
+            runs[name] = run_launch(
+                url, workdir, f"overhead-{index}", args.trials, args.epochs, args.batch_size
+            )
+            ran = _configs(runs[name][1])
+            if configs is not None and ran != configs:
+                raise SystemExit("launch sampled other configurations than the round before")
+            configs = ran
+            continue
+        assert configs is not None  # round 0 runs launch first
+        logging.getLogger("ray").setLevel(logging.ERROR)
+        if name == "bare_tuner":
+            runs[name] = run_bare(configs, workdir, f"bare-{index}")
+        else:
+            runs[name] = run_optuna_tuner(configs[0], args.trials, workdir, f"optuna-{index}")
+    assert configs is not None
     return {name: summarize(*runs[name]) for name in LOOPS}, configs
 
 
