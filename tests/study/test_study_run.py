@@ -272,3 +272,42 @@ def test_trial_larger_than_any_node_is_refused_before_writing(local_ray, tmp_pat
         study(tmp_path, "big", cpus_per_trial=64.0)
     engine = storage.open_database(f"sqlite:///{tmp_path / 'studies.db'}")
     assert storage.ResultWriter(engine).get_study("big") is None
+
+
+def test_report_is_drawn_while_the_ray_session_closes(local_ray, tmp_path, monkeypatch):
+    """Stopping a local Ray is ~1.4 s of waiting for its processes: the report is drawn
+    in that time, on another thread. The session here (the module's Ray stays up) closes
+    only once the report has started, which a report drawn after it never would."""
+    from contextlib import contextmanager
+
+    from study import dashboard, raysetup
+
+    started = threading.Event()
+    threads: list[str] = []
+    real_session, real_publish = raysetup.ray_session, dashboard.publish_report
+
+    @contextmanager
+    def session(*args, **kwargs):
+        with real_session(*args, **kwargs) as resources:
+            yield resources
+            assert started.wait(20), "the report did not start before the session closed"
+
+    def publish(url: str, name: str) -> list[str]:
+        threads.append(threading.current_thread().name)
+        started.set()
+        return real_publish(url, name)
+
+    monkeypatch.setattr(raysetup, "ray_session", session)
+    monkeypatch.setattr(dashboard, "publish_report", publish)
+    code, out, _ = study(
+        tmp_path,
+        "report-beside-shutdown",
+        sampler="random",
+        trials=2,
+        epochs=1,
+        max_concurrent=1,
+    )
+    assert code == 0, out
+    assert len(threads) == 1 and threads[0] != threading.main_thread().name
+    assert "report attached to the Optuna study" in out
+    assert out.index("report attached") < out.index("best configuration per variant")

@@ -438,3 +438,37 @@ def test_trial_seconds_keep_a_fixed_column_and_show_millisecond_trials() -> None
     assert trial_seconds(3.456) == "  3.46s"
     assert trial_seconds(12.34) == "  12.3s"
     assert {len(trial_seconds(v)) for v in (None, 0.01, 9.5, 99.0, 9999.0)} == {7}
+
+
+def test_end_of_study_report_outcomes_are_said_after_the_thread_that_drew_it() -> None:
+    """The report is drawn on a thread of its own (`_report_in_background`); what it did
+    is said from the launch's thread: where it went, one warning line when it could not
+    be built (the study's results are safe anyway), and any other error raised there."""
+    import io
+    from concurrent.futures import Future
+
+    from storage.errors import StorageError
+    from study.runner import _say_report
+
+    def done(result: object = None, error: BaseException | None = None) -> Future:
+        future: Future = Future()
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+        return future
+
+    out = io.StringIO()
+    _say_report(done(["report.html", "accuracy_vs_lr.png"]), out)
+    assert out.getvalue() == ("report attached to the Optuna study (2 files) for the dashboard\n")
+    out = io.StringIO()
+    _say_report(done([]), out)  # no Optuna study of that name: nothing to say
+    assert out.getvalue() == ""
+    for error in (StorageError("database is locked"), UsageError("no COMPLETE trial")):
+        err = io.StringIO()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("sys.stderr", err)
+            _say_report(done(error=error), out)
+        assert err.getvalue() == f"warning: report not attached to the dashboard: {error}\n"
+    with pytest.raises(RuntimeError, match="a bug"):
+        _say_report(done(error=RuntimeError("a bug")), out)
