@@ -440,7 +440,7 @@ def test_trial_seconds_keep_a_fixed_column_and_show_millisecond_trials() -> None
     assert {len(trial_seconds(v)) for v in (None, 0.01, 9.5, 99.0, 9999.0)} == {7}
 
 
-def test_end_of_study_report_outcomes_are_said_after_the_thread_that_drew_it() -> None:
+def test_end_of_study_report_outcomes_are_said_after_the_thread_that_drew_it(capsys) -> None:
     """The report is drawn on a thread of its own (`_report_in_background`); what it did
     is said from the launch's thread: where it went, one warning line when it could not
     be built (the study's results are safe anyway), and any other error raised there."""
@@ -460,15 +460,14 @@ def test_end_of_study_report_outcomes_are_said_after_the_thread_that_drew_it() -
 
     out = io.StringIO()
     _say_report(done(["report.html", "accuracy_vs_lr.png"]), out)
-    assert out.getvalue() == ("report attached to the Optuna study (2 files) for the dashboard\n")
+    assert out.getvalue() == "report attached to the Optuna study (2 files) for the dashboard\n"
     out = io.StringIO()
     _say_report(done([]), out)  # no Optuna study of that name: nothing to say
     assert out.getvalue() == ""
     for error in (StorageError("database is locked"), UsageError("no COMPLETE trial")):
-        err = io.StringIO()
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("sys.stderr", err)
-            _say_report(done(error=error), out)
-        assert err.getvalue() == f"warning: report not attached to the dashboard: {error}\n"
+        _say_report(done(error=error), out)
+        said = capsys.readouterr()
+        assert said.err == f"warning: report not attached to the dashboard: {error}\n"
+    assert out.getvalue() == ""
     with pytest.raises(RuntimeError, match="a bug"):
         _say_report(done(error=RuntimeError("a bug")), out)
