@@ -318,6 +318,20 @@ def ratios(row: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def start_quiet_ray() -> Any:
+    """One local Ray for every loop, without Tune's new console output, its automatic
+    logger callbacks or the token warning; returns the `ray` module."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    import ray
+
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    return ray
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20)
@@ -330,14 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         print("study_overhead: --trials must be >= 2 and --rounds >= 1", file=sys.stderr)
         return 2
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    import ray
-
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
-        logging.ERROR
-    )
-    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    start_quiet_ray()
     # Every loop starts warm: the libraries they use (Tune, the trainer, Optuna and
     # SQLAlchemy) are imported and one throwaway Tuner has run before anything is timed,
     # so whichever loop comes first is not charged for one-off imports the others reuse.

@@ -94,3 +94,24 @@ def test_study_overhead_runs_all_three_loops() -> None:
         "steady_overhead_ratio_vs_optuna_rdb",
     ):
         assert _positive(out[key]), key
+
+
+@pytest.mark.slow
+def test_trial_timeline_splits_every_loop_into_its_steps() -> None:
+    """Each loop's steps add up: handoff + dispatch + run + finish = steady, steady +
+    epochs = cycle (per trial, so their medians need not; the means must)."""
+    out = json.loads(
+        _run(
+            "trial_timeline.py",
+            *("--trials", "5", "--rounds", "1", "--delay-writes", "4", "--json"),
+            timeout=400,
+        )
+    )
+    assert set(out) == {"launch", "bare", "launch_delayed"}
+    for loop, row in out.items():
+        assert row["trials"] == 3, (loop, row)  # trials 3..5 of the one round
+        mean = {step: row[step]["mean_ms"] for step in row if step != "trials"}
+        assert all(_positive(mean[s]) for s in ("dispatch", "steady", "cycle", "work")), mean
+        parts = mean["handoff"] + mean["dispatch"] + mean["run"] + mean["finish"]
+        assert parts == pytest.approx(mean["steady"], rel=1e-6), (loop, mean)
+        assert mean["steady"] + mean["work"] == pytest.approx(mean["cycle"], rel=1e-6)
