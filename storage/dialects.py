@@ -7,7 +7,7 @@ SQLite (the default) would pay for nothing, so each is imported on first use.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -20,3 +20,17 @@ def upsert_insert(dialect: str) -> Callable[..., Any] | None:
     else:
         return None
     return insert
+
+
+def on_conflict(
+    insert: Callable[..., Any], table: Any, keys: Sequence[str], updates: Sequence[str]
+) -> Any:
+    """INSERT into `table` (with `insert`, from `upsert_insert`) that, where a row with the
+    same `keys` exists, sets its `updates` columns to the new row's values, or leaves it
+    as it is when there are none (DO NOTHING)."""
+    stmt = insert(table)
+    if not updates:
+        return stmt.on_conflict_do_nothing(index_elements=list(keys))
+    return stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={c: stmt.excluded[c] for c in updates}
+    )

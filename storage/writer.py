@@ -18,7 +18,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from storage import queries
-from storage.dialects import upsert_insert
+from storage.dialects import on_conflict, upsert_insert
 from storage.errors import StorageError
 from storage.schema import COMPLETE, FAIL, RUNNING, Epoch, Study, Trial, utcnow
 from storage.transactions import run_write
@@ -247,14 +247,8 @@ def _upsert(
     cache_key = (conn.dialect.name, table.name, columns, tuple(keys), update, keep, str(returning))
     stmt = _UPSERTS.get(cache_key)
     if stmt is None:
-        insert = _insert(conn)(table)
         updates = [c for c in columns if c not in keys and c not in keep] if update else []
-        if updates:
-            stmt = insert.on_conflict_do_update(
-                index_elements=keys, set_={c: insert.excluded[c] for c in updates}
-            )
-        else:
-            stmt = insert.on_conflict_do_nothing(index_elements=keys)
+        stmt = on_conflict(_insert(conn), table, keys, updates)
         if returning is not None:
             stmt = stmt.returning(returning)
         _UPSERTS[cache_key] = stmt

@@ -70,7 +70,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy import exc as sa_exc
 
-from storage.dialects import upsert_insert
+from storage.dialects import on_conflict, upsert_insert
 
 #: Optuna's tables, which the driver's own writes address directly (`DriverStorage`).
 _STUDIES = models.StudyModel.__table__
@@ -453,12 +453,8 @@ class _Statements:
 
 def _upsert(insert_with_conflict: Callable[..., Any], table: Any, keys: tuple[str, ...]) -> Any:
     """INSERT into `table`, on a conflict of `keys` updating every other column."""
-    stmt = insert_with_conflict(table)
     changing = [c.name for c in table.columns if c.name not in keys and not c.primary_key]
-    return stmt.on_conflict_do_update(
-        index_elements=[table.c[k] for k in keys],
-        set_={name: stmt.excluded[name] for name in changing},
-    )
+    return on_conflict(insert_with_conflict, table, keys, changing)
 
 
 def _stored_now() -> datetime:
