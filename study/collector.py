@@ -58,3 +58,23 @@ def freeze_long_lived() -> None:
     """Move every object alive now into the permanent generation (after imports whose
     modules live as long as the process)."""
     gc.freeze()
+
+
+@contextmanager
+def collector_off() -> Iterator[None]:
+    """No automatic collection in the block (a collector the caller had off stays off).
+
+    For the end of a launch, when the report is drawn on a thread while Ray shuts down:
+    an automatic collection runs in whichever thread happens to allocate, and one that
+    frees Ray objects (object refs in reference cycles left by Tune's run) while Ray's
+    core worker is being torn down makes Ray end the whole process ("The core worker has
+    already been shutdown ... The process will exit": the launch exited 1 in most of
+    eight tries without this). Once `ray.shutdown` has returned, freeing them is safe.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -228,10 +228,14 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
         _say(out, summary_table(storage.queries.list_trials(prepared.engine, config.name)))
         return 0
 
+    from study.collector import collector_off
     from study.raysetup import ray_session
 
     started = time.monotonic()
-    with ray_session(config.address, verbose=config.verbose) as resources:
+    with (
+        contextlib.ExitStack() as until_ray_is_down,
+        ray_session(config.address, verbose=config.verbose) as resources,
+    ):
         if not (config.address or os.environ.get("RAY_ADDRESS")):
             _check_resources(config)  # a cluster may autoscale: only a local Ray is fixed
         writer = storage.ResultWriter(prepared.engine)
@@ -267,8 +271,12 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
             config.name, "the launch ended before this trial finished"
         )
         rows = storage.queries.list_trials(prepared.engine, config.name)
-        # drawn while a local Ray shuts down (1.4 s of waiting for its processes)
-        report = _report_in_background(prepared.url, config.name) if emitted else None
+        # drawn while a local Ray shuts down (1.4 s of waiting for its processes), with no
+        # automatic garbage collection until it is down (`study.collector.collector_off`)
+        report = None
+        if emitted:
+            until_ray_is_down.enter_context(collector_off())
+            report = _report_in_background(prepared.url, config.name)
     interrupted = emitted < plan.budget or bool(leftover)
     finished = sum(r.state in FINISHED_STATES for r in rows)
     if report is not None:

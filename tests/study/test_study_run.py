@@ -277,13 +277,17 @@ def test_trial_larger_than_any_node_is_refused_before_writing(local_ray, tmp_pat
 def test_report_is_drawn_while_the_ray_session_closes(local_ray, tmp_path, monkeypatch):
     """Stopping a local Ray is ~1.4 s of waiting for its processes: the report is drawn
     in that time, on another thread. The session here (the module's Ray stays up) closes
-    only once the report has started, which a report drawn after it never would."""
+    only once the report has started, which a report drawn after it never would. While
+    it closes no automatic garbage collection runs (one freeing Ray objects in the
+    report's thread while Ray shuts down ended the process), and after, they run again."""
+    import gc
     from contextlib import contextmanager
 
     from study import dashboard, raysetup
 
     started = threading.Event()
     threads: list[str] = []
+    collecting: list[bool] = []
     real_session, real_publish = raysetup.ray_session, dashboard.publish_report
 
     @contextmanager
@@ -291,6 +295,7 @@ def test_report_is_drawn_while_the_ray_session_closes(local_ray, tmp_path, monke
         with real_session(*args, **kwargs) as resources:
             yield resources
             assert started.wait(20), "the report did not start before the session closed"
+            collecting.append(gc.isenabled())  # as Ray's shutdown begins
 
     def publish(url: str, name: str) -> list[str]:
         threads.append(threading.current_thread().name)
@@ -308,6 +313,7 @@ def test_report_is_drawn_while_the_ray_session_closes(local_ray, tmp_path, monke
         max_concurrent=1,
     )
     assert code == 0, out
+    assert collecting == [False] and gc.isenabled()
     assert len(threads) == 1 and threads[0] != threading.main_thread().name
     assert "report attached to the Optuna study" in out
     assert out.index("report attached") < out.index("best configuration per variant")

@@ -138,3 +138,17 @@ def test_report_modules_are_what_the_report_imports():
 
     for name in REPORT_MODULES:
         importlib.import_module(name)
+
+
+def test_collector_off_turns_automatic_collection_off_for_the_block(collector_state):
+    from study.collector import collector_off
+
+    gc.enable()
+    with pytest.raises(RuntimeError), collector_off():
+        assert not gc.isenabled()
+        raise RuntimeError("the launch's error")
+    assert gc.isenabled()
+    gc.disable()
+    with collector_off():
+        assert not gc.isenabled()
+    assert not gc.isenabled()  # a collector the caller had off stays off
