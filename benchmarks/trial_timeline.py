@@ -132,13 +132,18 @@ def steps(events: list[tuple[str, str, float, float]], entered: list[float]) -> 
     return rows[1:]
 
 
-def delayed_release(delay: float) -> Any:
-    """`Recorder.on_step_end` starting the held writes `delay` seconds after the step."""
+def delayed_release(delay: float, plain: Any) -> Any:
+    """`Recorder.on_step_end` starting the held writes `delay` seconds after the step that
+    releases them (`plain`, the Recorder's own, at every other step)."""
 
     def on_step_end(self: Any, iteration: int, trials: list, **info: Any) -> None:
         if self._release_at_step_end:
             self._release_at_step_end = False
+            self._held_since = None
+            self.flush()
             threading.Timer(delay, self.writes.release).start()
+        else:
+            plain(self, iteration, trials, **info)
 
     return on_step_end
 
@@ -197,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                         study_overhead.run_bare(configs, workdir, f"bare-{index}")
                     else:
                         study.recorder.Recorder.on_step_end = (
-                            delayed_release(args.delay_writes / 1000)
+                            delayed_release(args.delay_writes / 1000, plain_step_end)
                             if loop == "launch_delayed"
                             else plain_step_end
                         )

@@ -21,16 +21,26 @@ result (its final or diverged epoch; its end, when a scheduler stopped it early)
 end of the Tune step that starts the next trial this callback holds that queue, so the
 writes run while the next trial trains instead of slowing Tune down while it ends one
 trial and starts the next (`study.writes`).
+
+The rows of one Tune step are queued together at its end as one transaction
+(`ResultWriter.write_all`), and while the queue is held, those of every step until the
+release: a one-epoch trial's last epoch, its end and the next trial's start are one
+transaction instead of three (each costs the writes thread ~0.3 ms of CPU more than its
+rows, on a 2-core machine taken from the trials). A hold that lasts past `max_hold`
+(the last trial: no next one starts) ends the batch anyway, and the end of the
+experiment queues what is left (`flush`).
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from ray.tune import Callback
 
 from storage import COMPLETE, FAIL, PRUNED, ResultWriter
+from storage.writer import TrialWrite
 from study.search import is_final_result, stopped_early
 from study.writes import InlineWrites, Writes
 
@@ -46,13 +56,17 @@ class Recorder(Callback):
         study: str,
         epochs_planned: int,
         writes: Writes | None = None,
+        max_hold: float = 0.05,
     ) -> None:
         self.writer = writer
         self.study = study
         self.epochs_planned = epochs_planned
         self.writes: Writes = writes if writes is not None else InlineWrites()
+        self.max_hold = max_hold
         self._started: dict[int, datetime] = {}
         self._release_at_step_end = False
+        self._batch: list[TrialWrite] = []
+        self._held_since: float | None = None  # monotonic time of the hold, while held
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Tune sends the trial its first task only after this callback: the queued writes
@@ -73,7 +87,7 @@ class Recorder(Callback):
         if config["norm"] == "none":
             fields["eps"] = None  # SGD has no eps, whatever TrainConfig's default says
         fields["started_at"] = self._started[number] = datetime.now(UTC)
-        self.writes.submit(self.writer.start_trial, self.study, number, fields)
+        self._batch.append(("start_trial", (self.study, number, fields)))
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any
@@ -83,15 +97,29 @@ class Recorder(Callback):
         if epoch is None:
             return
         # a copy: Tune keeps the dict as the trial's last result and may add to it
-        self.writes.submit(self.writer.record_epoch, self.study, number, int(epoch), dict(result))
+        self._batch.append(("record_epoch", (self.study, number, int(epoch), dict(result))))
         if is_final_result(result, self.epochs_planned):
             # the trial's last epoch: Tune now ends it and starts the next one
-            self.writes.hold()
+            self._hold()
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if self._release_at_step_end:
             self._release_at_step_end = False
+            self._held_since = None
+            self.flush()
             self.writes.release()
+        elif self._held_since is None or time.monotonic() - self._held_since > self.max_hold:
+            self._held_since = None
+            self.flush()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        """Queue the rows noted so far, in one transaction (see the module docstring)."""
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self.writes.submit(self.writer.write_all, batch)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         pruned = stopped_early(trial.last_result, self.epochs_planned)
@@ -110,8 +138,13 @@ class Recorder(Callback):
             params=_attempts(trial, last),
             finished_at=datetime.now(UTC),
         )
-        self.writes.submit(self.writer.finish_trial, self.study, _number(trial), fields)
+        self._batch.append(("finish_trial", (self.study, _number(trial), fields)))
         # Tune now starts the next trial: the queue waits until then (study.writes)
+        self._hold()
+
+    def _hold(self) -> None:
+        if self._held_since is None:
+            self._held_since = time.monotonic()
         self.writes.hold()
 
     def __getstate__(self) -> dict[str, Any]:

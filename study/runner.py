@@ -373,6 +373,7 @@ def _fit(
     )
     resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
     warmup = ReportWarmup(then=freeze_long_lived)  # the report's imports, from trial 1 on
+    recorder = Recorder(writer, config.name, config.epochs, writes)
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources),
         tune_config=tune.TuneConfig(
@@ -387,7 +388,7 @@ def _fit(
         run_config=tune.RunConfig(
             name=f"insgd-{config.name}-{datetime.now():%Y%m%d-%H%M%S}",
             storage_path=_storage_path(config.results_dir),
-            callbacks=[Recorder(writer, config.name, config.epochs, writes), progress, warmup],
+            callbacks=[recorder, progress, warmup],
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=1 if config.verbose else 0,
@@ -399,9 +400,14 @@ def _fit(
         searcher.fail_unfinished()
     except BaseException:
         with contextlib.suppress(Exception):  # the study's own error is the one to show
+            recorder.flush()
+        with contextlib.suppress(Exception):
             writes.close()
         raise
-    writes.close()  # every queued write is in the database before anything reads it
+    try:
+        recorder.flush()  # Tune's end of experiment did, unless its loop was cut short
+    finally:
+        writes.close()  # every queued write is in the database before anything reads it
     warmup.join()
     return searcher.emitted
 

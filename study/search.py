@@ -8,7 +8,9 @@ wraps `OptunaSearch`:
 - it asks Optuna once per configuration (a *group*) and emits N Tune trials, one per seed,
   each carrying its seed and a study-wide trial number that the database uses;
 - per epoch it reports to Optuna the mean validation accuracy over the group's seeds, once
-  every seed still running has reached that epoch (with one seed: live, every epoch);
+  every seed still running has reached that epoch (with one seed: live, every epoch; an
+  epoch that is a seed's last is reported when that seed ends, milliseconds later,
+  together with the group's tell if it was the last seed);
 - when the group's last seed ends it tells Optuna the mean final accuracy (COMPLETE; a
   diverged seed counts as 0), PRUNED if a scheduler stopped any seed early, FAIL if any
   seed failed, and stores the variant, whether any seed diverged and the group's trial
@@ -21,15 +23,19 @@ Tune's experiment state, which is why `save`/`restore` keep nothing (see `study.
 
 Every Optuna call goes through `writes` (`study.writes`): in a launch, one background
 thread in submission order, so reports and tells leave the driver's event loop while asks
-still see every earlier tell. The bookkeeping above stays in the driver's thread.
+still see every earlier tell. The bookkeeping above stays in the driver's thread. On the
+driver's storage an ask (the trial, then its parameters), a report of several epochs and
+a tell (the last reports, the attributes, the outcome) each write in one transaction
+(`DriverStorage.one_transaction`): for a one-epoch trial three instead of six or seven.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,10 +131,25 @@ class StudyOptunaSearch(OptunaSearch):
         if cached is not None:
             cached.user_attrs.update(attrs)
 
+    def one_transaction(self) -> contextlib.AbstractContextManager[None]:
+        """The Optuna writes of a block in one transaction where the storage allows it
+        (`DriverStorage.one_transaction`); one per write on any other storage."""
+        batch = getattr(self._ot_study._storage, "one_transaction", None)
+        return batch() if batch is not None else contextlib.nullcontext()
+
     def ask_group(self, key: str, point: Point | None) -> tuple[dict[str, Any], int]:
-        """Ask for a configuration (`point`'s, if fixed); returns its params and number."""
-        params = self.suggest(key) if point is None else self.ask_fixed(key, point)
+        """Ask for a configuration (`point`'s, if fixed); returns its params and number.
+        The trial is created at once, its parameters written together after the ask."""
+        with self.one_transaction():
+            params = self.suggest(key) if point is None else self.ask_fixed(key, point)
         return params, int(self._ot_trials[key].number)
+
+    def report_steps(self, key: str, reports: Sequence[dict[str, Any]]) -> None:
+        """Report the group's mean accuracy of one or more epochs (Optuna's intermediate
+        values), in one transaction where the storage allows it."""
+        with self.one_transaction():
+            for report in reports:
+                self.on_trial_result(key, report)
 
     def fail_unused(self, key: str) -> None:
         """Fail the trial asked for `key`, which will not finish (if the ask got that far)."""
@@ -136,16 +157,26 @@ class StudyOptunaSearch(OptunaSearch):
             self.on_trial_complete(key, error=True)
 
     def tell_group(
-        self, key: str, attrs: dict[str, Any], *, failed: bool, value: float | None
+        self,
+        key: str,
+        attrs: dict[str, Any],
+        *,
+        failed: bool,
+        value: float | None,
+        reports: Sequence[dict[str, Any]] = (),
     ) -> None:
-        """Store the group's user attributes, then tell its outcome (value None: PRUNED)."""
-        self.set_user_attrs(key, attrs)
-        if failed:
-            self.on_trial_complete(key, error=True)
-        elif value is None:
-            self.on_trial_complete(key, result=None)
-        else:
-            self.on_trial_complete(key, result={METRIC: value})
+        """Report the group's last epochs, store its user attributes, then tell its
+        outcome (value None: PRUNED): one transaction where the storage allows it."""
+        with self.one_transaction():
+            for report in reports:
+                self.on_trial_result(key, report)
+            self.set_user_attrs(key, attrs)
+            if failed:
+                self.on_trial_complete(key, error=True)
+            elif value is None:
+                self.on_trial_complete(key, result=None)
+            else:
+                self.on_trial_complete(key, result={METRIC: value})
 
 
 class SeededSearch(Searcher):
@@ -235,7 +266,10 @@ class SeededSearch(Searcher):
             return
         group, seed, _ = entry
         self._record_epoch(group, seed, result)
-        self._report_ready_steps(group)
+        if not is_final_result(result, self._config.epochs):
+            self._submit_reports(group, self._ready_reports(group))
+        # a seed's last epoch is reported when it ends, with the group's tell if it is
+        # the last seed: one transaction instead of two (`on_trial_complete`)
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -259,9 +293,11 @@ class SeededSearch(Searcher):
             failed=failed,
             trial_number=number,
         )
-        self._report_ready_steps(group)
+        reports = self._ready_reports(group)
         if group.done:
-            self._tell(group)
+            self._tell(group, reports)
+        else:
+            self._submit_reports(group, reports)
 
     def save(self, checkpoint_path: str) -> None:
         """Tune checkpoints searchers periodically; a study resumes from its database."""
@@ -337,10 +373,16 @@ class SeededSearch(Searcher):
             return
         group.curves.setdefault(seed, {})[int(epoch)] = objective(result.get(METRIC))
 
-    def _report_ready_steps(self, group: Group) -> None:
-        """Report epoch s's mean once every seed has reported it or has ended before it."""
+    def _submit_reports(self, group: Group, reports: list[dict[str, Any]]) -> None:
+        if reports:
+            self._writes.submit(self._optuna.report_steps, group.key, reports)
+
+    def _ready_reports(self, group: Group) -> list[dict[str, Any]]:
+        """The epochs whose mean is now due: every seed has reported it or has ended
+        before it. Each is taken once (`reported_step`)."""
+        reports: list[dict[str, Any]] = []
         if group.told:
-            return
+            return reports
         while True:
             step = group.reported_step + 1
             values = []
@@ -353,15 +395,11 @@ class SeededSearch(Searcher):
                     ready = False
                     break
             if not ready or not values:
-                return
-            self._writes.submit(
-                self._optuna.on_trial_result,
-                group.key,
-                {METRIC: sum(values) / len(values), "training_iteration": step},
-            )
+                return reports
+            reports.append({METRIC: sum(values) / len(values), "training_iteration": step})
             group.reported_step = step
 
-    def _tell(self, group: Group) -> None:
+    def _tell(self, group: Group, reports: list[dict[str, Any]]) -> None:
         if group.told:
             return
         outcomes = [group.outcomes[s] for s in sorted(group.outcomes)]
@@ -376,5 +414,7 @@ class SeededSearch(Searcher):
         value = None
         if not failed and not any(o.pruned for o in outcomes):
             value = sum(objective(o.accuracy) for o in outcomes) / len(outcomes)
-        self._writes.submit(self._optuna.tell_group, group.key, attrs, failed=failed, value=value)
+        self._writes.submit(
+            self._optuna.tell_group, group.key, attrs, failed=failed, value=value, reports=reports
+        )
         group.told = True

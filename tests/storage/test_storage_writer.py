@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sqlite3
 import threading
@@ -226,3 +227,70 @@ def test_upsert_insert_per_dialect_and_postgres_imported_only_when_used() -> Non
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.strip() == "False", done.stderr
+
+
+def _stored(engine: sa.Engine, study: str) -> list[tuple]:
+    """Every trial and epoch row of `study`, without ids and write times."""
+    skip = {"id", "study", "study_id", "trial_id", "recorded_at"}
+    rows = []
+    for trial in queries.list_trials(engine, study, order_by="trial_number"):
+        kept = {k: v for k, v in dataclasses.asdict(trial).items() if k not in skip}
+        epochs = [
+            {k: v for k, v in dataclasses.asdict(e).items() if k not in skip}
+            for e in queries.trial_epochs(engine, study, trial.trial_number)
+        ]
+        rows.append((kept, epochs))
+    return rows
+
+
+def test_write_all_writes_what_the_single_calls_write_in_one_transaction(
+    writer, make_epoch
+) -> None:
+    """A one-epoch trial's last epoch, its end and the next trial's start (what the
+    driver's Recorder batches), a trial restarted inside a batch, and epochs of a trial
+    that does not finish in it: the same rows as the single calls, one COMMIT."""
+    started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    ended = datetime(2026, 1, 2, 3, 4, 9, tzinfo=UTC)
+    start = {"config": CONFIG, "started_at": started, "params": {"variant": "insgd-l2"}}
+    end = {"hostname": "h", "wall_seconds": 2.0, "finished_at": ended, "params": {"n": 1}}
+    steps = [
+        ("start_trial", (0, start)),
+        ("record_epoch", (0, 1, make_epoch(1))),
+        ("record_epoch", (0, 2, make_epoch(2, diverged=True, val_accuracy=0.1))),
+        ("finish_trial", (0, end)),
+        ("start_trial", (1, start)),
+        ("record_epoch", (1, 1, make_epoch(1))),
+        ("start_trial", (1, {**start, "params": {"restarted": True}})),  # a restart
+        ("record_epoch", (1, 2, make_epoch(2))),
+        ("finish_trial", (1, {**end, "state": "PRUNED", "stopped_early": True})),
+        ("start_trial", (2, start)),
+        ("record_epoch", (2, 1, make_epoch(1))),  # still running at the batch's end
+    ]
+    for name in ("single", "batch"):
+        writer.create_study(name, {}, "v")
+    for method, args in steps:
+        getattr(writer, method)("single", *args)
+    commits: list[int] = []
+    sa.event.listen(writer.engine, "commit", lambda conn: commits.append(1))
+    writer.write_all([(method, ("batch", *args)) for method, args in steps])
+    assert len(commits) == 1
+    single, batch = _stored(writer.engine, "single"), _stored(writer.engine, "batch")
+    assert len(batch) == 3 and [len(epochs) for _, epochs in batch] == [2, 2, 1]
+    assert batch == single
+    states = [t.state for t in queries.list_trials(writer.engine, "batch", order_by="trial_number")]
+    assert states == ["COMPLETE", "PRUNED", "RUNNING"]
+
+
+def test_write_all_is_all_or_nothing_and_refuses_other_calls(writer, make_epoch) -> None:
+    writer.create_study("s", {}, "v")
+    good = [("start_trial", ("s", 0, {"lr": 0.1})), ("record_epoch", ("s", 0, 1, make_epoch(1)))]
+    with pytest.raises(StorageError, match="no study named 'missing'"):
+        writer.write_all([*good, ("start_trial", ("missing", 1, {"lr": 0.1}))])
+    with pytest.raises(StorageError, match="write_all cannot run 'create_study'"):
+        writer.write_all([*good, ("create_study", ("t", {}, "v"))])
+    with pytest.raises(StorageError, match="trial_number"):  # checked before any write
+        writer.write_all([*good, ("finish_trial", ("s", -1, {}))])
+    assert _counts(writer.engine) == (0, 0)
+    writer.write_all([])
+    writer.write_all(good)
+    assert _counts(writer.engine) == (1, 1)

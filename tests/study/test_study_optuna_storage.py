@@ -4,6 +4,7 @@ Optuna's own storage."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -18,6 +19,7 @@ from test_study_writes import _run_all
 from study.config import merge
 from study.optuna_storage import DriverStorage
 from study.runner import optuna_rdb_storage
+from study.search import METRIC
 
 FIELDS = (
     "number",
@@ -272,32 +274,46 @@ def _stored_rows(url: str, study_name: str) -> dict[str, list[tuple]]:
     return out
 
 
-def _same_writes(storage, study_name: str, *, batched_attrs: bool) -> list[int]:
-    """The writes a study makes, on `storage`; returns the trial ids."""
+def _block(storage, blocks: bool):
+    """`storage.one_transaction()` where asked for and the storage has it."""
+    batch = getattr(storage, "one_transaction", None)
+    return batch() if blocks and batch is not None else contextlib.nullcontext()
+
+
+def _same_writes(
+    storage, study_name: str, *, batched_attrs: bool, blocks: bool = False
+) -> list[int]:
+    """The writes a study makes, on `storage`; returns the trial ids. With `blocks`, the
+    first trial's ask and its reports, attributes and tell are each one block of
+    `DriverStorage.one_transaction` (as a launch makes them)."""
     study = optuna.create_study(
         storage=storage,
         study_name=study_name,
         direction="maximize",
         sampler=optuna.samplers.RandomSampler(seed=1),
     )
-    first = study.ask()
-    first.suggest_categorical("norm", ["none", "l1", "l2"])
-    first.suggest_float("lr", 1e-3, 10.0, log=True)
-    first.suggest_float("eps", 1e-6, 1e-2, log=True)
-    for step, value in ((1, 0.25), (2, float("nan")), (3, float("inf")), (4, float("-inf"))):
-        first.report(value, step)
-    storage.set_trial_intermediate_value(first._trial_id, 2, 0.75)  # again: nan -> finite
-    attrs = {"variant": "insgd-l2", "diverged": False, "trial_numbers": [3, 4]}
-    if batched_attrs:
-        storage.set_trial_user_attrs(first._trial_id, attrs)
-        storage.set_trial_user_attrs(first._trial_id, {"variant": "insgd-l1"})
-    else:
-        for key, value in {**attrs, "variant": "insgd-l1"}.items():
-            first.set_user_attr(key, value)
-    study.tell(first, 0.5)
-    second = study.ask()
-    second.suggest_float("lr", 1e-3, 10.0, log=True)
-    study.tell(second, float("inf"))
+    with _block(storage, blocks):
+        first = study.ask()
+        first.suggest_categorical("norm", ["none", "l1", "l2"])
+        first.suggest_float("lr", 1e-3, 10.0, log=True)
+        first.suggest_float("eps", 1e-6, 1e-2, log=True)
+    with _block(storage, blocks):
+        for step, value in ((1, 0.25), (2, float("nan")), (3, float("inf")), (4, float("-inf"))):
+            first.report(value, step)
+        storage.set_trial_intermediate_value(first._trial_id, 2, 0.75)  # again: nan -> finite
+        attrs = {"variant": "insgd-l2", "diverged": False, "trial_numbers": [3, 4]}
+        if batched_attrs:
+            storage.set_trial_user_attrs(first._trial_id, attrs)
+            storage.set_trial_user_attrs(first._trial_id, {"variant": "insgd-l1"})
+        else:
+            for key, value in {**attrs, "variant": "insgd-l1"}.items():
+                first.set_user_attr(key, value)
+        study.tell(first, 0.5)
+    with _block(storage, blocks):
+        second = study.ask()
+        second.suggest_float("lr", 1e-3, 10.0, log=True)
+    with _block(storage, blocks):  # a block with nothing but a tell
+        study.tell(second, float("inf"))
     third = study.ask()
     third.suggest_categorical("norm", ["none", "l1", "l2"])
     third.report(0.1, 1)
@@ -318,16 +334,19 @@ def away_from_utc(monkeypatch):
     time.tzset()
 
 
-def test_the_driver_stores_exactly_the_rows_optunas_storage_stores(db_url, away_from_utc) -> None:
+@pytest.mark.parametrize("blocks", [False, True], ids=["one-by-one", "one-transaction"])
+def test_the_driver_stores_exactly_the_rows_optunas_storage_stores(
+    db_url, away_from_utc, blocks
+) -> None:
     """Parameters, intermediate values (nan, +-inf, a nan step written again as a number),
     user attributes and the final state and value (inf too) of COMPLETE, PRUNED and FAIL
-    trials: the driver's own statements leave every table as Optuna's storage does, and
-    what the driver serves afterwards, completion times included, is what the database
-    holds."""
+    trials: the driver's own statements, one by one or in `one_transaction` blocks, leave
+    every table as Optuna's storage does, and what the driver serves afterwards,
+    completion times included, is what the database holds."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    _same_writes(optuna_rdb_storage(db_url), "plain", batched_attrs=False)
+    _same_writes(optuna_rdb_storage(db_url), "plain", batched_attrs=False, blocks=blocks)
     driver = DriverStorage(optuna_rdb_storage(db_url))
-    trial_ids = _same_writes(driver, "driver", batched_attrs=True)
+    trial_ids = _same_writes(driver, "driver", batched_attrs=True, blocks=blocks)
     plain, mine = _stored_rows(db_url, "plain"), _stored_rows(db_url, "driver")
     assert plain["trial_intermediate_values"]  # the comparison compares something
     assert mine == plain
@@ -336,10 +355,10 @@ def test_the_driver_stores_exactly_the_rows_optunas_storage_stores(db_url, away_
         _same_as_database(driver, db_url, trial_id)
 
 
-def test_the_drivers_writes_are_one_transaction_each_without_reads_back(url) -> None:
-    """A new trial is its row and its number under the study row's lock; a parameter or
-    an intermediate value a state check and one statement; a tell a locked state check,
-    the value and the state: no ORM round trips, no read of the finished trial after."""
+def _watched(url: str, *, with_norm: bool) -> tuple:
+    """A study on the driver's storage with one trial told (the parameter names' first
+    use, which takes Optuna's path), and the lists the statements and commits on its
+    engine are noted in from then on: (rdb, driver, study, statements, commits)."""
     rdb = optuna_rdb_storage(url)
     driver = DriverStorage(rdb)
     study = optuna.create_study(
@@ -349,17 +368,32 @@ def test_the_drivers_writes_are_one_transaction_each_without_reads_back(url) -> 
         sampler=optuna.samplers.RandomSampler(seed=0),  # samples without reading trials
     )
     warm = study.ask()
-    warm.suggest_float("lr", 1e-3, 1.0, log=True)  # the name's first use: Optuna's path
+    if with_norm:
+        warm.suggest_categorical("norm", ["none", "l2"])
+    warm.suggest_float("lr", 1e-3, 1.0, log=True)
     study.tell(warm, 0.5)
     statements: list[str] = []
     commits: list[int] = []
     event.listen(rdb.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
     event.listen(rdb.engine, "commit", lambda conn: commits.append(1))
+    return rdb, driver, study, statements, commits
+
+
+def _verbs(statements: list[str]) -> list[str]:
+    """The statements' first words, and the list emptied."""
+    seen = [s.split()[0].upper() for s in statements]
+    statements.clear()
+    return seen
+
+
+def test_the_drivers_writes_are_one_transaction_each_without_reads_back(url) -> None:
+    """A new trial is its row and its number under the study row's lock; a parameter or
+    an intermediate value a state check and one statement; a tell a locked state check,
+    the value and the state: no ORM round trips, no read of the finished trial after."""
+    rdb, driver, study, statements, commits = _watched(url, with_norm=False)
 
     def verbs() -> list[str]:
-        seen = [s.split()[0].upper() for s in statements]
-        statements.clear()
-        return seen
+        return _verbs(statements)
 
     trial = study.ask()
     # any WAITING trial?; then under the study row's lock: the row, its number, the number
@@ -431,3 +465,93 @@ def test_trials_created_at_once_by_two_drivers_get_distinct_numbers(db_url) -> N
     for driver, mine in zip(drivers, numbers, strict=True):
         for number in mine:  # what each driver serves is what the database holds
             _same_as_database(driver, db_url, stored[number]._trial_id)
+
+
+def test_one_transaction_writes_an_ask_and_a_tell_in_one_commit_each(db_url) -> None:
+    """What a launch makes of a trial (`StudyOptunaSearch.ask_group` and `tell_group`):
+    the ask is the new trial (under the study's lock) and then its parameters in one
+    transaction; the reports, attributes and tell one transaction under the trial's lock.
+    Until a block ends, the driver serves the trial as written."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    rdb, driver, study, statements, commits = _watched(db_url, with_norm=True)
+
+    def verbs() -> list[str]:
+        return _verbs(statements)
+
+    with driver.one_transaction():
+        trial = study.ask()
+        assert verbs() == ["SELECT", "SELECT", "INSERT", "SELECT", "UPDATE"]
+        commits.clear()
+        trial.suggest_categorical("norm", ["none", "l2"])
+        trial.suggest_float("lr", 1e-3, 1.0, log=True)
+        assert verbs() == [] and commits == []  # waiting for the block's end
+        assert set(driver.get_trial(trial._trial_id).params) == {"norm", "lr"}
+    assert verbs() == ["SELECT", "INSERT", "INSERT"] and len(commits) == 1
+    _same_as_database(driver, db_url, trial._trial_id)
+
+    commits.clear()
+    with driver.one_transaction():
+        trial.report(0.25, 1)
+        driver.set_trial_user_attrs(trial._trial_id, {"variant": "sgd", "diverged": False})
+        assert verbs() == []
+        study.tell(trial, 0.75)
+    # the trial's lock, its intermediate value, its attributes, its value, its state
+    assert verbs() == ["SELECT", "INSERT", "INSERT", "INSERT", "UPDATE"] and len(commits) == 1
+    _same_as_database(driver, db_url, trial._trial_id)
+    assert driver.running_trial_ids() == []
+
+    other = study.ask()  # a block with writes only: they are written at its end
+    verbs()
+    with driver.one_transaction():
+        other.report(0.5, 1)
+        with driver.one_transaction():  # a block inside a block: the outer one writes
+            other.report(0.6, 2)
+        assert statements == []
+    assert verbs() == ["SELECT", "INSERT", "INSERT"]
+    with driver.one_transaction():  # a block that writes nothing ends like any other
+        pass
+    other.report(0.7, 3)  # outside a block: at once
+    assert verbs() == ["SELECT", "INSERT"]
+    _same_as_database(driver, db_url, other._trial_id)
+    rdb.engine.dispose()
+
+
+@pytest.mark.parametrize("last", ["block end", "tell", "tell_group"])
+def test_writes_waiting_in_a_block_for_a_trial_finished_elsewhere_fail_as_optunas(
+    url, last
+) -> None:
+    """Another process fails the trial while the driver's writes wait in a block: at the
+    block's end, or at the tell that would have written them, the first of them raises
+    Optuna's own error (through `tell_group` too, where Tune's OptunaSearch only logs the
+    errors of a tell), nothing of the block is written, and the trial is read from the
+    database from then on."""
+    driver = DriverStorage(optuna_rdb_storage(url))
+    config = merge(flags={"trials": 2, "sampler": "random", "sampler_seed": 0}).config
+    search, inner = _searcher(config, name="s", storage=driver)
+    search.suggest("t0")
+    trial = inner._ot_trials[next(iter(inner._ot_trials))]
+    tid = trial._trial_id
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        if last == "tell_group":
+            key = next(iter(inner._ot_trials))
+            attrs = {"variant": "sgd"}
+            optuna_rdb_storage(url).set_trial_state_values(tid, TrialState.FAIL)
+            inner.tell_group(
+                key,
+                attrs,
+                failed=False,
+                value=0.5,
+                reports=[{METRIC: 0.5, "training_iteration": 1}],
+            )
+        else:
+            with driver.one_transaction():
+                trial.report(0.25, 1)
+                driver.set_trial_user_attrs(tid, {"variant": "sgd"})
+                optuna_rdb_storage(url).set_trial_state_values(tid, TrialState.FAIL)
+                if last == "tell":
+                    driver.set_trial_state_values(tid, TrialState.COMPLETE, [0.5])
+    assert driver.running_trial_ids() == []
+    _same_as_database(driver, url, tid)
+    stored = optuna_rdb_storage(url).get_trial(tid)
+    assert stored.state == TrialState.FAIL
+    assert stored.intermediate_values == {} and stored.user_attrs == {} and stored.values is None

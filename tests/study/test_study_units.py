@@ -400,12 +400,16 @@ def test_recorder_writes_complete_pruned_and_failed_trials(tmp_path):
     for number, norm, results, error in cases:
         trial = _fake_trial(number, norm, results[-1], error)
         recorder.on_trial_start(0, [], trial)
+        recorder.on_step_end(0, [])  # each event is a step of Tune's loop
         for result in results:
             recorder.on_trial_result(0, [], trial, result)
+            recorder.on_step_end(0, [])
         if error is None:
             recorder.on_trial_complete(0, [], trial)
         else:
             recorder.on_trial_error(0, [], trial)
+        recorder.on_step_end(0, [])
+    recorder.on_experiment_end([])
     rows = {r.trial_number: r for r in storage.queries.list_trials(engine, "r")}
     assert rows[0].state == "COMPLETE" and rows[0].epochs_completed == 3
     assert rows[0].final_val_accuracy == 0.7 and rows[0].eps is None and rows[0].seed == 1

@@ -95,8 +95,11 @@ def test_recorder_stamps_trials_when_their_events_happen_not_when_rows_are_writt
     trial = _fake_trial(0, "l2", result)
     before = datetime.now(UTC)
     recorder.on_trial_start(0, [], trial)
-    recorder.on_trial_result(0, [], trial, result)
-    recorder.on_trial_complete(0, [], trial)
+    recorder.on_step_end(0, [])  # Tune ends each step of its loop so
+    recorder.on_trial_result(1, [], trial, result)
+    recorder.on_step_end(1, [])
+    recorder.on_trial_complete(2, [], trial)
+    recorder.on_experiment_end([])
     after = datetime.now(UTC)
     assert storage.queries.list_trials(engine, "r") == []  # nothing written yet
     time.sleep(0.3)
@@ -220,8 +223,15 @@ class _SpyWrites(InlineWrites):
         self.events: list[str] = []
 
     def submit(self, fn, /, *args, **kwargs):
-        self.events.append(getattr(fn, "__name__", "call"))
+        name = getattr(fn, "__name__", "call")
+        if name == "write_all":  # the Recorder's batch: the writes in it
+            name = "+".join(write for write, _ in args[0])
+        self.events.append(name)
         return super().submit(fn, *args, **kwargs)
+
+    def call(self, fn, /, *args, **kwargs):
+        self.events.append(getattr(fn, "__name__", "call"))
+        return super().call(fn, *args, **kwargs)
 
     def wait(self, future):
         self.events.append("wait")
@@ -238,7 +248,9 @@ def test_recorder_holds_the_queue_from_a_trials_last_result_to_the_next_trials_s
     tmp_path,
 ) -> None:
     """Held from the last epoch's result (or the end of a trial stopped early) until the
-    end of the Tune step that started the next trial, after Tune has sent it its task."""
+    end of the Tune step that started the next trial, after Tune has sent it its task;
+    each step's rows are one transaction, and a held queue's rows one with the next
+    trial's start (`ResultWriter.write_all`)."""
     import storage
 
     writes = _SpyWrites()
@@ -252,20 +264,20 @@ def test_recorder_holds_the_queue_from_a_trials_last_result_to_the_next_trials_s
 
     full = _fake_trial(0, "l2", epoch(2))
     recorder.on_trial_start(0, [], full)
-    assert writes.events == ["start_trial"]  # not released inside on_trial_start
+    assert writes.events == []  # nothing queued, nothing released inside on_trial_start
     step_end()
     recorder.on_trial_result(0, [], full, epoch(1))
     step_end()  # released once per start, not at every step
     recorder.on_trial_result(0, [], full, epoch(2))
+    step_end()
     recorder.on_trial_complete(0, [], full)
+    step_end()
     assert writes.events == [
         "start_trial",
         "release",
         "record_epoch",
-        "record_epoch",
-        "hold",  # its last epoch
-        "finish_trial",
-        "hold",
+        "hold",  # its last epoch: held, and its row waits for the next trial's start
+        "hold",  # its end
     ]
 
     writes.events.clear()
@@ -273,13 +285,13 @@ def test_recorder_holds_the_queue_from_a_trials_last_result_to_the_next_trials_s
     recorder.on_trial_start(0, [], diverged)
     step_end()
     recorder.on_trial_result(0, [], diverged, epoch(1, diverged=True))
+    step_end()
     recorder.on_trial_complete(0, [], diverged)
+    step_end()
     assert writes.events == [
-        "start_trial",
+        "record_epoch+finish_trial+start_trial",  # one transaction
         "release",
-        "record_epoch",
         "hold",  # diverged: its last epoch too
-        "finish_trial",
         "hold",
     ]
 
@@ -288,10 +300,46 @@ def test_recorder_holds_the_queue_from_a_trials_last_result_to_the_next_trials_s
     recorder.on_trial_start(0, [], pruned)
     step_end()
     recorder.on_trial_result(0, [], pruned, epoch(1))
+    step_end()
     recorder.on_trial_complete(0, [], pruned)  # a scheduler stopped it after epoch 1
-    assert writes.events == ["start_trial", "release", "record_epoch", "finish_trial", "hold"]
-    states = [r.state for r in storage.queries.list_trials(engine, "r", order_by="trial_number")]
-    assert states == ["COMPLETE", "COMPLETE", "PRUNED"]
+    step_end()
+    assert writes.events == [
+        "record_epoch+finish_trial+start_trial",
+        "release",
+        "record_epoch",
+        "hold",
+    ]
+    writes.events.clear()
+    recorder.on_experiment_end([])  # the last trial's end: no next trial starts
+    assert writes.events == ["finish_trial"]
+    rows = storage.queries.list_trials(engine, "r", order_by="trial_number")
+    assert [(r.state, r.epochs_completed, r.diverged) for r in rows] == [
+        ("COMPLETE", 2, False),
+        ("COMPLETE", 1, True),
+        ("PRUNED", 1, False),
+    ]
+    assert [r.final_val_accuracy for r in rows] == [0.5, 0.5, 0.5]
+
+
+def test_a_hold_with_no_next_trial_ends_the_recorders_batch_after_max_hold(tmp_path) -> None:
+    writes = _SpyWrites()
+    engine, recorder = _recorder(tmp_path, writes, epochs_planned=1)
+    recorder.max_hold = 0.2
+    last = _fake_trial(0, "l2", RESULT)
+    recorder.on_trial_start(0, [], last)
+    recorder.on_step_end(0, [])
+    recorder.on_trial_result(0, [], last, RESULT)
+    recorder.on_step_end(0, [])
+    recorder.on_trial_complete(0, [], last)
+    recorder.on_step_end(0, [])
+    assert writes.events == ["start_trial", "release", "hold", "hold"]
+    time.sleep(0.25)
+    recorder.on_step_end(0, [])  # Tune's loop steps at least every 0.1 s
+    assert writes.events[-1] == "record_epoch+finish_trial"
+    import storage
+
+    (row,) = storage.queries.list_trials(engine, "r")
+    assert row.state == "COMPLETE" and row.epochs_completed == 1
 
 
 def test_the_searcher_waits_for_an_ask_made_ahead_through_the_writes() -> None:
@@ -301,3 +349,29 @@ def test_the_searcher_waits_for_an_ask_made_ahead_through_the_writes() -> None:
     search, _ = _searcher(config, writes=writes, ask_ahead=True, name="w")
     _run_all(search, 3)
     assert writes.events.count("wait") == 2  # the 2nd and 3rd configurations, asked ahead
+
+
+def test_a_seeds_last_epoch_is_reported_with_its_end_in_one_call(tmp_path) -> None:
+    """Per trial the writes thread gets the ask, one report per epoch before the last,
+    and one call for the last epoch's report, the attributes and the tell (one
+    transaction on the driver's storage); Optuna's trials hold every epoch's mean."""
+    from study.optuna_storage import DriverStorage
+    from study.runner import optuna_rdb_storage
+
+    config = merge(flags={"trials": 2, "seeds": 2, "epochs": 2, "sampler_seed": 0}).config
+    writes = _SpyWrites()
+    storage = DriverStorage(optuna_rdb_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    search, inner = _searcher(config, writes=writes, name="e", storage=storage)
+    accuracy = {0: (0.2, 0.4), 1: (0.4, 0.8)}  # by seed, by epoch
+    for i in range(2):  # one configuration, its two seeds one after the other
+        search.suggest(f"t{i}")
+        for epoch in (1, 2):
+            result = {METRIC: accuracy[i][epoch - 1], "epoch": epoch, "diverged": False}
+            search.on_trial_result(f"t{i}", result)
+        search.on_trial_complete(f"t{i}", result)
+    assert writes.events == ["ask_group", "report_steps", "tell_group"]
+    (trial,) = optuna.load_study(
+        study_name="e", storage=optuna_rdb_storage(storage._backend.url)
+    ).trials
+    assert trial.intermediate_values == pytest.approx({1: 0.3, 2: 0.6})
+    assert trial.value == pytest.approx(0.6) and trial.user_attrs["trial_numbers"] == [0, 1]
