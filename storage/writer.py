@@ -116,7 +116,9 @@ class ResultWriter:
         self, study: str, trial_number: int, epoch: int, metrics: Mapping[str, Any]
     ) -> None:
         """Upsert one epoch's metrics (a RUNNING trial row is created if there is none)."""
-        run_write(self.engine, self._epochs_work(study, trial_number, [(epoch, metrics)]))
+        number = _trial_number(trial_number)
+        row = epoch_values(epoch, metrics)
+        run_write(self.engine, self._epoch_rows_work(study, number, [row]))
 
     def finish_trial(
         self,
@@ -207,13 +209,6 @@ class ResultWriter:
             _upsert_trial(conn, study_id, number, values, keep)  # a (re)start replaces params
 
         return work
-
-    def _epochs_work(
-        self, study: str, trial_number: int, epochs: Sequence[tuple[int, Mapping[str, Any]]]
-    ) -> Callable[[Connection], None]:
-        number = _trial_number(trial_number)
-        rows = [epoch_values(epoch, metrics) for epoch, metrics in epochs]
-        return self._epoch_rows_work(study, number, rows)
 
     def _epoch_rows_work(
         self, study: str, number: int, rows: list[dict[str, Any]]

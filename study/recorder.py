@@ -42,7 +42,7 @@ from ray.tune import Callback
 from storage import COMPLETE, FAIL, PRUNED, ResultWriter
 from storage.writer import TrialWrite
 from study.search import is_final_result, stopped_early
-from study.writes import InlineWrites, Writes
+from study.writes import MAX_HOLD, InlineWrites, Writes
 
 _WHERE_KEYS = ("node_id", "hostname", "device_name")
 
@@ -56,7 +56,7 @@ class Recorder(Callback):
         study: str,
         epochs_planned: int,
         writes: Writes | None = None,
-        max_hold: float = 0.05,
+        max_hold: float = MAX_HOLD,
     ) -> None:
         self.writer = writer
         self.study = study

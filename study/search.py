@@ -168,8 +168,7 @@ class StudyOptunaSearch(OptunaSearch):
         """Report the group's last epochs, store its user attributes, then tell its
         outcome (value None: PRUNED): one transaction where the storage allows it."""
         with self.one_transaction():
-            for report in reports:
-                self.on_trial_result(key, report)
+            self.report_steps(key, reports)  # its own block joins this one
             self.set_user_attrs(key, attrs)
             if failed:
                 self.on_trial_complete(key, error=True)

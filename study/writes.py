@@ -47,6 +47,9 @@ from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
+#: How long a hold lasts at most (seconds): the queue's, and the Recorder's batch of rows.
+MAX_HOLD = 0.05
+
 
 class Writes(Protocol):
     """Where the study's recorder and searcher send their database and Optuna calls."""
@@ -87,7 +90,7 @@ class InlineWrites:
 class BackgroundWrites:
     """One worker thread running submitted calls in order; see the module docstring."""
 
-    def __init__(self, max_hold: float = 0.05) -> None:
+    def __init__(self, max_hold: float = MAX_HOLD) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="insgd-writes")
         self._pending: deque[Future[Any]] = deque()
         self._error: BaseException | None = None
