@@ -53,14 +53,14 @@ def stamped(kind: str, folder: str) -> Any:
     Built here (in __main__) so that Ray pickles it by value: workers need not import
     this script. Each worker process appends to its own file in `folder`."""
 
-    def trainable(config: dict[str, Any]) -> None:
+    def trainable(config: dict[str, Any], templates: Any = None) -> None:
         entered = time.time()
         with open(os.path.join(folder, f"{kind}-{os.getpid()}.log"), "a") as log:
             log.write(f"{entered}\n")
-        if kind == "launch":
+        if kind == "launch":  # launch binds its templates (study.trainable.bind)
             from study.trainable import run_trial
 
-            run_trial(config)
+            run_trial(config, templates)
         else:
             from ray import tune
 

@@ -4,7 +4,8 @@ Only the driver writes results: workers hold no database credentials, and one wr
 study works the same on SQLite and PostgreSQL. Tune calls this callback in the driver's
 event loop for every trial event:
 
-- start  -> `start_trial` (RUNNING, the trial's whole TrainConfig, its seed and number);
+- start  -> `start_trial` (RUNNING, the trial's whole TrainConfig, its seed and number;
+  the TrainConfig is the study's `TrialTemplates` merged with the trial's Tune config);
 - result -> `record_epoch` (one write per epoch: the hot path);
 - complete -> `finish_trial` with the node, host and device of its last report: COMPLETE,
   or PRUNED with ``stopped_early`` when a scheduler ended it before its planned epochs (a
@@ -42,6 +43,7 @@ from ray.tune import Callback
 from storage import COMPLETE, FAIL, PRUNED, ResultWriter
 from storage.writer import TrialWrite
 from study.search import is_final_result, stopped_early
+from study.trial_config import TrialTemplates
 from study.writes import MAX_HOLD, InlineWrites, Writes
 
 _WHERE_KEYS = ("node_id", "hostname", "device_name")
@@ -55,12 +57,14 @@ class Recorder(Callback):
         writer: ResultWriter,
         study: str,
         epochs_planned: int,
+        templates: TrialTemplates,
         writes: Writes | None = None,
         max_hold: float = MAX_HOLD,
     ) -> None:
         self.writer = writer
         self.study = study
         self.epochs_planned = epochs_planned
+        self.templates = templates  # a trial's TrainConfig = templates + its Tune config
         self.writes: Writes = writes if writes is not None else InlineWrites()
         self.max_hold = max_hold
         self._started: dict[int, datetime] = {}
@@ -77,7 +81,7 @@ class Recorder(Callback):
             return  # a restart after a worker failure: same trial, same row
         config = trial.config
         fields: dict[str, Any] = {
-            "config": config["train"],
+            "config": self.templates.options(config),
             "params": {
                 "variant": config.get("variant"),
                 "optuna_trial": config.get("optuna_trial"),

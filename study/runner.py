@@ -328,7 +328,8 @@ def _fit(
     from study.samplers import make_sampler
     from study.search import METRIC, MODE, SeededSearch, StudyOptunaSearch
     from study.space import define_space
-    from study.trainable import run_trial
+    from study.trainable import bind, run_trial
+    from study.trial_config import TrialTemplates
     from study.warmup import ReportWarmup
     from study.writes import BackgroundWrites
 
@@ -373,9 +374,10 @@ def _fit(
     )
     resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
     warmup = ReportWarmup(then=freeze_long_lived)  # the report's imports, from trial 1 on
-    recorder = Recorder(writer, config.name, config.epochs, writes)
+    templates = TrialTemplates.for_study(config)  # what every trial trains but its own values
+    recorder = Recorder(writer, config.name, config.epochs, templates, writes)
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, resources),
+        tune.with_resources(bind(run_trial, templates), resources),
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode=MODE,

@@ -247,7 +247,8 @@ class SeededSearch(Searcher):
         self._by_trial[trial_id] = (group, seed, number)
         assert group.point is not None
         point = group.point
-        train = self._config.train_config(point.norm, point.lr, point.eps, seed).to_dict()
+        # the trial's own values only: the rest of what it trains is the study's
+        # `TrialTemplates`, which the trainable and the recorder merge back
         return {
             "trial_number": number,
             "norm": point.norm,
@@ -256,7 +257,6 @@ class SeededSearch(Searcher):
             "seed": seed,
             "variant": variant_of(point.norm),
             "optuna_trial": group.optuna_number,
-            "train": train,
         }
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:

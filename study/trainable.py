@@ -1,10 +1,12 @@
 """The Ray Tune trainable: a plain function of a trial's config that trains and reports.
 
-Everything a trial needs is in its config (`config["train"]` is a complete
-`TrainConfig.to_dict()`, built by the driver), so this module holds no study logic:
-it picks the device, restores the last per-epoch checkpoint if Tune restarted the trial
-after a worker died, and hands every epoch to `tune.report` with that epoch's checkpoint,
-except the trial's last (its final or diverged epoch): a finished trial is never resumed.
+Everything a trial needs is its Tune config (its norm, lr, eps and seed) and the study's
+`TrialTemplates` (`study.trial_config`: the rest of its `TrainConfig`), which `bind`
+pickles once with the function instead of into every trial's config. So this module
+holds no study logic: it picks the device, restores the last per-epoch checkpoint if
+Tune restarted the trial after a worker died, and hands every epoch to `tune.report`
+with that epoch's checkpoint, except the trial's last (its final or diverged epoch): a
+finished trial is never resumed.
 A worker that dies after that report but before Tune sees the trial end restarts it from
 the epoch before, and the last epoch runs again.
 Workers never touch the database; the driver records what they report
@@ -17,10 +19,12 @@ from __future__ import annotations
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from study.trial_config import TrialTemplates
     from trainers.config import TrainConfig
 
 CHECKPOINT_FILE = "trial.pt"
@@ -57,18 +61,33 @@ def where() -> dict[str, Any]:
     return {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}
 
 
-def run_trial(config: dict[str, Any]) -> None:
+def bind(
+    trial: Callable[[dict[str, Any], TrialTemplates], None], templates: TrialTemplates
+) -> Callable[[dict[str, Any]], None]:
+    """The function Tune runs: `trial` (`run_trial`) with the study's templates bound.
+
+    A closure, which Ray pickles by value once, with the trainable, for every worker
+    (`tune.with_parameters` would instead fetch them from the object store at every
+    trial's start). It keeps the name `run_trial`, which Tune names trials after."""
+
+    def run_trial_with_templates(config: dict[str, Any]) -> None:
+        trial(config, templates)
+
+    run_trial_with_templates.__name__ = "run_trial"
+    return run_trial_with_templates
+
+
+def run_trial(config: dict[str, Any], templates: TrialTemplates) -> None:
     """Train one trial, reporting each epoch (with its checkpoint) to Ray Tune."""
     import torch
     from ray import tune
 
-    from trainers.config import TrainConfig
     from trainers.device import device_name
     from trainers.train import is_last_epoch, train
 
     device = pick_device()
     _set_threads()
-    train_config = TrainConfig.from_dict({**config["train"], "device": device})
+    train_config = templates.train_config(config, device)
     static = {**where(), "device_name": device_name(torch.device(device))}
     checkpoint = tune.get_checkpoint()
     if not needs_workdir(train_config, checkpoint):

@@ -73,6 +73,13 @@ def test_query_speed_prints_its_table() -> None:
     assert all(float(cell) > 0 for cell in first[3:]), first
 
 
+def test_trial_config_cost_times_both_config_shapes() -> None:
+    out = json.loads(_run("trial_config_cost.py", "--trials", "20", "--rounds", "2", "--json"))
+    assert set(out) == {"full_ms", "own_ms", "saved_ms"}
+    assert _positive(out["full_ms"]) and _positive(out["own_ms"])
+    assert math.isfinite(out["saved_ms"])
+
+
 @pytest.mark.slow
 def test_study_overhead_runs_all_three_loops() -> None:
     """Two rounds: the second runs the loops in the other order (launch last)."""

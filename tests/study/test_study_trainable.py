@@ -16,6 +16,8 @@ import pytest
 from ray import tune
 
 import study.trainable as trainable
+from study.config import StudyConfig
+from study.trial_config import TrialTemplates
 from trainers import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -63,13 +65,15 @@ def session(tmp_path, monkeypatch):
     return fake
 
 
-def _config(epochs: int) -> dict[str, Any]:
-    train = TrainConfig(dataset="digits", model="mlp", epochs=epochs, batch_size=256, lr=0.05)
-    return {"train": train.to_dict()}
+def _run(epochs: int) -> None:
+    """`run_trial` as a study's trial: its Tune config and the study's templates."""
+    study = StudyConfig(dataset="digits", model="mlp", epochs=epochs, batch_size=256)
+    config = {"norm": "l2", "lr": 0.05, "eps": 0.01, "seed": 0}
+    trainable.run_trial(config, TrialTemplates.for_study(study))
 
 
 def test_one_epoch_trial_reports_without_any_checkpoint_folder(session):
-    trainable.run_trial(_config(epochs=1))
+    _run(epochs=1)
 
     assert [r["epoch"] for r in session.reports] == [1]
     report = session.reports[0]
@@ -81,7 +85,7 @@ def test_one_epoch_trial_reports_without_any_checkpoint_folder(session):
 
 
 def test_every_epoch_but_the_last_carries_its_checkpoint_and_the_folder_is_removed(session):
-    trainable.run_trial(_config(epochs=3))
+    _run(epochs=3)
 
     assert [r["epoch"] for r in session.reports] == [1, 2, 3]
     assert session.folders[2] is None  # the last epoch: nothing resumes a finished trial
@@ -94,7 +98,7 @@ def test_every_epoch_but_the_last_carries_its_checkpoint_and_the_folder_is_remov
 
 
 def test_a_restarted_trial_resumes_from_the_checkpoint_tune_hands_it(session, monkeypatch):
-    trainable.run_trial(_config(epochs=3))
+    _run(epochs=3)
     first_run = [r["val_accuracy"] for r in session.reports]
     epoch_one = session.folders[0]
     assert epoch_one is not None
@@ -102,7 +106,7 @@ def test_a_restarted_trial_resumes_from_the_checkpoint_tune_hands_it(session, mo
     restarted = Session(session.saved / "again", tune.Checkpoint.from_directory(epoch_one))
     monkeypatch.setattr(tune, "report", restarted.report)
     monkeypatch.setattr(tune, "get_checkpoint", lambda: restarted.checkpoint)
-    trainable.run_trial(_config(epochs=3))
+    _run(epochs=3)
 
     assert [r["epoch"] for r in restarted.reports] == [2, 3]
     assert {r["resumed_from_epoch"] for r in restarted.reports} == {1}

@@ -18,6 +18,7 @@ from study.runner import make_plan
 from study.samplers import make_sampler
 from study.search import METRIC, SeededSearch, StudyOptunaSearch
 from study.space import Point, define_space, grid_points, log_points
+from study.trial_config import TrialTemplates
 
 
 def test_defaults_are_the_default_study():
@@ -188,7 +189,20 @@ def test_seeded_search_groups_seeds_and_reports_means():
     assert [c["trial_number"] for c in configs] == [0, 1, 2, 3]
     assert [c["seed"] for c in configs] == [0, 1, 0, 1]
     assert configs[0]["lr"] == configs[1]["lr"] and configs[2]["lr"] != configs[0]["lr"]
-    assert configs[0]["train"]["seed"] == 0 and configs[1]["train"]["seed"] == 1
+    # Tune carries each trial's own values only; the templates give the rest
+    assert set(configs[0]) == {
+        "trial_number",
+        "norm",
+        "lr",
+        "eps",
+        "seed",
+        "variant",
+        "optuna_trial",
+    }
+    templates = TrialTemplates.for_study(config)
+    for c in configs:
+        expected = config.train_config(c["norm"], c["lr"], c["eps"], c["seed"]).to_dict()
+        assert templates.options(c) == expected
     # group 1: both seeds run two epochs; group 2: seed 1 is stopped early by a scheduler
     for trial_id, accs in (("t0", (0.5, 0.7)), ("t1", (0.3, 0.5))):
         for epoch, acc in enumerate(accs, 1):
@@ -343,13 +357,11 @@ def test_qmc_and_random_sample_the_conditional_space():
         assert len({t.params["lr"] for t in study.trials}) == 16
 
 
-def _fake_trial(number, norm, last, error=None):
-    from trainers.config import TrainConfig
+#: The templates of the fake trials' study (three epochs, the defaults otherwise).
+FAKE_TEMPLATES = TrialTemplates.for_study(StudyConfig(epochs=3))
 
-    optimizer = "sgd" if norm == "none" else "insgd"
-    train = TrainConfig(
-        optimizer=optimizer, norm="l2" if norm == "none" else norm, lr=0.1, epochs=3, seed=1
-    ).to_dict()
+
+def _fake_trial(number, norm, last, error=None):
     return SimpleNamespace(
         trial_id=f"t{number}",
         num_failures=0,
@@ -357,9 +369,11 @@ def _fake_trial(number, norm, last, error=None):
         config={
             "trial_number": number,
             "norm": norm,
+            "lr": 0.1,
+            "eps": None if norm == "none" else 0.01,
+            "seed": 1,
             "variant": "x",
             "optuna_trial": number,
-            "train": train,
         },
         get_pickled_error=lambda: error,
         get_error=lambda: None,
@@ -373,7 +387,7 @@ def test_recorder_writes_complete_pruned_and_failed_trials(tmp_path):
     engine = storage.open_database(f"sqlite:///{tmp_path / 'r.db'}")
     writer = storage.ResultWriter(engine)
     writer.create_study("r", {"x": 1}, "test")
-    recorder = Recorder(writer, "r", epochs_planned=3)
+    recorder = Recorder(writer, "r", 3, FAKE_TEMPLATES)
     where = {"node_id": "node-a", "hostname": "host-a", "device_name": "cpu (test)"}
 
     def epoch(n, acc, diverged=False):

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import optuna
 import pytest
-from test_study_units import _fake_trial, _searcher
+from test_study_units import FAKE_TEMPLATES, _fake_trial, _searcher
 
 from study.config import merge
 from study.search import METRIC
@@ -79,7 +79,7 @@ def _recorder(tmp_path, writes, epochs_planned: int = 1):
     engine = storage.open_database(f"sqlite:///{tmp_path / 'r.db'}")
     writer = storage.ResultWriter(engine)
     writer.create_study("r", {"x": 1}, "test")
-    return engine, Recorder(writer, "r", epochs_planned=epochs_planned, writes=writes)
+    return engine, Recorder(writer, "r", epochs_planned, FAKE_TEMPLATES, writes=writes)
 
 
 def test_recorder_stamps_trials_when_their_events_happen_not_when_rows_are_written(

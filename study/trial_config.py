@@ -1,0 +1,65 @@
+"""What one trial trains: its study's fixed training options plus its own lr, eps and seed.
+
+Ray Tune handles a trial's whole config on its event loop, between one trial and the
+next: it deep-copies it when it creates the trial, flattens and formats every entry into
+the trial's name, and flattens it again into every result. A complete `TrainConfig` there
+is ~30 entries where only the norm, lr, eps and seed vary from trial to trial, and on a
+2-core machine handling them was a visible share of what a study's trial cost over a
+bare Ray Tune loop. So the Tune config of a study's trial holds only the trial's own
+values (`SeededSearch.suggest`), and everything else, the same for every trial of a
+norm, is a `TrialTemplates` built once per launch. It travels with the trainable (pickled
+once with it, `study.trainable.bind`) and is merged back where a complete config is
+needed: on the worker, which trains it, and in the driver, whose results row stores it
+(`study.recorder`). `options` gives exactly what `StudyConfig.train_config` gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from study.config import VARIANTS, StudyConfig
+from trainers.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class TrialTemplates:
+    """Per norm ("none", "l1", "l2"), the `TrainConfig.to_dict()` of the study's trials
+    with that norm, its lr, eps and seed left to each trial."""
+
+    by_norm: Mapping[str, Mapping[str, Any]]
+
+    @classmethod
+    def for_study(cls, config: StudyConfig) -> TrialTemplates:
+        """The templates of every norm (resumed configurations may use any of them); the
+        lr and seed written here are placeholders that `options` replaces."""
+        return cls(
+            {
+                norm: config.train_config(norm, lr=1.0, eps=None, seed=0).to_dict()
+                for norm in VARIANTS
+            }
+        )
+
+    def options(self, trial: Mapping[str, Any], device: str | None = None) -> dict[str, Any]:
+        """The complete training options of a trial whose Tune config is `trial` (its
+        norm, lr, eps and seed), on `device` if given: `StudyConfig.train_config`'s dict.
+
+        A new dict each call, nested dicts copied, so that nothing a trial does to its
+        options reaches the template."""
+        norm = trial["norm"]
+        options = {
+            key: dict(value) if isinstance(value, dict) else value
+            for key, value in self.by_norm[norm].items()
+        }
+        options["lr"] = float(trial["lr"])
+        options["seed"] = int(trial["seed"])
+        if norm != "none" and trial.get("eps") is not None:
+            options["eps"] = float(trial["eps"])  # SGD keeps TrainConfig's, as train_config
+        if device is not None:
+            options["device"] = device
+        return options
+
+    def train_config(self, trial: Mapping[str, Any], device: str | None = None) -> TrainConfig:
+        """The validated `TrainConfig` of that trial."""
+        return TrainConfig.from_dict(self.options(trial, device))
