@@ -45,8 +45,9 @@ class TrialTemplates:
         """The complete training options of a trial whose Tune config is `trial` (its
         norm, lr, eps and seed), on `device` if given: `StudyConfig.train_config`'s dict.
 
-        A new dict each call, nested dicts copied, so that nothing a trial does to its
-        options reaches the template."""
+        A new dict each call, its dict-valued options (`model_options`,
+        `dataset_options`) copied too, so that nothing done to one trial's options
+        reaches the template or another trial's."""
         norm = trial["norm"]
         options = {
             key: dict(value) if isinstance(value, dict) else value
