@@ -620,5 +620,26 @@ def _as_stored(value: Any) -> Any:
 
 
 def _copy(trial: FrozenTrial) -> FrozenTrial:
-    """A copy callers may change without changing the kept one."""
-    return copy.deepcopy(trial)
+    """A copy callers may change without changing the kept one.
+
+    Its own dicts and values list, and its own copy of every attribute value that is not
+    a plain scalar (JSON lists and objects); the distributions, which Optuna never
+    changes once made, are shared. Why not `copy.deepcopy`: an ask and a tell copy the
+    trial three times on the writes thread, and deepcopy rebuilds every distribution
+    (a study's trial: ~94 us against ~15 us for this copy).
+    """
+    twin = copy.copy(trial)
+    twin._values = None if trial._values is None else list(trial._values)
+    twin._params = dict(trial._params)
+    twin._distributions = dict(trial._distributions)
+    twin._user_attrs = {key: _own(value) for key, value in trial._user_attrs.items()}
+    twin._system_attrs = {key: _own(value) for key, value in trial._system_attrs.items()}
+    twin.intermediate_values = dict(trial.intermediate_values)
+    return twin
+
+
+def _own(value: Any) -> Any:
+    """`value` itself if it cannot be changed in place, else a deep copy of it."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return copy.deepcopy(value)

@@ -86,9 +86,17 @@ def test_running_trials_are_served_from_memory_as_the_database_has_them(db_url) 
     _same_as_database(driver, url, tid)
     assert driver.get_trial(tid).user_attrs["numbers"] == [3, 4]  # as JSON gives it back
 
+    kept = _as_in_database(driver.get_trial(tid))
     served = driver.get_trial(tid)
     served.user_attrs["variant"] = "changed by a caller"
-    assert driver.get_trial(tid).user_attrs["variant"] == "insgd-l2"  # callers get copies
+    served.user_attrs["numbers"].append(5)  # nested JSON values are the caller's own too
+    served.system_attrs["note"]["a"].append(3)
+    served.params["lr"] = 123.0
+    served.distributions.pop("eps")
+    served.intermediate_values[1] = 0.0
+    served.values = [1.0]
+    assert _as_in_database(driver.get_trial(tid)) == kept  # callers get copies
+    assert driver.get_trial(tid).user_attrs["variant"] == "insgd-l2"
     driver.set_trial_user_attrs(tid, {"variant": "insgd-l1", "new": 1})  # update and add
     _same_as_database(driver, url, tid)
     assert driver.get_trial(tid).user_attrs["variant"] == "insgd-l1"
