@@ -35,7 +35,7 @@ import contextlib
 import json
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +105,22 @@ def objective(value: Any) -> float:
 
 class StudyOptunaSearch(OptunaSearch):
     """OptunaSearch plus what a study needs: enqueued fixed points and user attributes."""
+
+    def _suggest_from_define_by_run_func(
+        self, func: Callable[[Any], dict[str, Any] | None], ot_trial: Any
+    ) -> dict[str, Any]:
+        """The space's values, as Ray's own method gives them, without Ray's captor.
+
+        Ray wraps the Optuna trial in a captor that, at every `suggest_*` call, builds
+        the method's signature (`inspect.signature`) to learn the parameter's name, on
+        the writes thread before every trial. The study's space
+        (`study.space.define_space`) returns what it suggested, which is all Ray's
+        method returns here (its captured values, updated with the space's own).
+        """
+        values = func(ot_trial)
+        if not isinstance(values, dict):
+            raise TypeError("the study's space must return the values it suggested")
+        return values
 
     def ask_fixed(self, key: str, point: Point) -> dict[str, Any]:
         """Ask for a trial whose parameters are `point` (enqueued, then popped at once)."""

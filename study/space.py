@@ -83,7 +83,11 @@ def grid_points(config: StudyConfig) -> list[Point]:
 
 
 def define_space(config: StudyConfig) -> Callable[[Any], dict[str, Any]]:
-    """The define-by-run space for OptunaSearch (`trial` is an optuna.Trial or Ray's captor)."""
+    """The define-by-run space for OptunaSearch (`trial` is an optuna.Trial or Ray's captor).
+
+    It returns the values it suggested, so a searcher needs no captor to learn them
+    (`study.search.StudyOptunaSearch`); with Ray's captor the result is the same.
+    """
     norms = list(config.norms)
     insgd = bool(config.insgd_norms)
     eps_low, eps_high = config.eps_min, config.eps_max
@@ -93,10 +97,13 @@ def define_space(config: StudyConfig) -> Callable[[Any], dict[str, Any]]:
 
     def space(trial: Any) -> dict[str, Any]:
         norm = trial.suggest_categorical("norm", norms)
-        trial.suggest_float("lr", config.lr_min, config.lr_max, log=True)
+        values = {
+            "norm": norm,
+            "lr": trial.suggest_float("lr", config.lr_min, config.lr_max, log=True),
+        }
         if insgd and norm != "none":
-            trial.suggest_float("eps", eps_low, eps_high, log=True)
-        return {}
+            values["eps"] = trial.suggest_float("eps", eps_low, eps_high, log=True)
+        return values
 
     return space
 

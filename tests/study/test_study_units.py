@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+from ray.tune.search.optuna import OptunaSearch
 
 from study.config import StudyConfig, load_toml, merge, normalize_mapping
 from study.errors import UsageError
@@ -142,11 +143,31 @@ def test_define_space_makes_eps_conditional():
     space = define_space(config)
     for _ in range(20):
         trial = study.ask()
-        space(trial)
+        assert space(trial) == trial.params  # what it suggested: no captor needed
         assert ("eps" in trial.params) == (trial.params["norm"] != "none")
         assert config.lr_min <= trial.params["lr"] <= config.lr_max
         study.tell(trial, 0.5)
     assert {t.params["norm"] for t in study.trials} == {"none", "l1", "l2"}
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_study_search_suggests_what_rays_optuna_search_suggests(sampler):
+    """StudyOptunaSearch skips Ray's captor; the configurations and Optuna's trials are
+    the same as through Ray's own OptunaSearch with the same seeded sampler."""
+    config = merge(flags={"trials": 12, "sampler": sampler, "sampler_seed": 3}).config
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    searches = [
+        kind(define_space(config), metric=METRIC, mode="max", sampler=make_sampler(config))
+        for kind in (StudyOptunaSearch, OptunaSearch)
+    ]
+    for i in range(12):
+        ours, rays = (search.suggest(f"t{i}") for search in searches)
+        assert ours == rays
+        assert ("eps" in ours) == (ours["norm"] != "none")
+        for search in searches:
+            search.on_trial_complete(f"t{i}", {METRIC: ours["lr"]})  # TPE learns from it
+    ours, rays = (search._ot_study.trials for search in searches)
+    assert [t.params for t in ours] == [t.params for t in rays]
 
 
 def test_every_sampler_builds():
