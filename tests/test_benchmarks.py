@@ -80,6 +80,18 @@ def test_trial_config_cost_times_both_config_shapes() -> None:
     assert math.isfinite(out["saved_ms"])
 
 
+def test_driver_writes_times_both_storages_on_real_writes() -> None:
+    out = json.loads(_run("driver_writes.py", "--trials", "4", "--rounds", "2", "--json"))
+    assert out["benchmark"] == "driver_writes"
+    for kind in ("driver", "optuna"):
+        figures = out["ms_per_trial"][kind]
+        assert set(figures) == {"ask", "tell", "rows", "total"}
+        assert all(_positive(v) for v in figures.values()), (kind, figures)
+        # 4 warm-up trials and 2 blocks of 4, each finished in both tables
+        assert out["trials_written"][kind] == {"results_complete": 12, "optuna_complete": 12}
+    assert _positive(out["ratio_driver_over_optuna"]) and len(out["ratio_blocks"]) == 2
+
+
 @pytest.mark.slow
 def test_study_overhead_runs_all_three_loops() -> None:
     """Two rounds: the second runs the loops in the other order (launch last)."""
