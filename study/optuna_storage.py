@@ -127,15 +127,16 @@ class DriverStorage(_CachedStorage):
 
         Why: a driver call such as an ask (a trial and two or three parameters) or a tell
         (user attributes, then the state and value) is several writes, and on a 2-core
-        machine each transaction's own CPU (a session, BEGIN, COMMIT: ~0.3 ms) is taken
-        from the trials. In the block, each write is checked and kept in the driver's copy
-        as before but its statement waits; the block's end writes them all, with one state
-        check per trial, and a tell in the block writes the waiting ones of its trial in
-        its own transaction. Nothing reads them back before then: reads of the driver's
-        trials are served from its copies. If the transaction is refused (a trial finished
-        by another process, an integrity error), each waiting write is made again on its
-        own, exactly as outside a block, so errors stay Optuna's own. New trials, and
-        everything on databases without the driver's statements, are written at once.
+        machine each transaction's own CPU (a connection, BEGIN, COMMIT, a state check)
+        is taken from the trials. In the block, each write is checked and kept in the
+        driver's copy as before but its statement waits; the block's end writes them all,
+        with one state check per trial, and a tell in the block writes the waiting ones of
+        its trial in its own transaction. Nothing reads them back before then: reads of
+        the driver's trials are served from its copies. If the transaction is refused (a
+        trial finished by another process, an integrity error), each waiting write is
+        made again on its own, exactly as outside a block, so errors stay Optuna's own.
+        New trials, and everything on databases without the driver's statements, are
+        written at once.
         """
         if self._sql is None or getattr(self._scope, "writes", None) is not None:
             yield  # Optuna's own path throughout, or inside an outer block

@@ -116,6 +116,30 @@ def test_study_overhead_runs_all_three_loops() -> None:
 
 
 @pytest.mark.slow
+def test_driver_cpu_splits_both_loops_by_thread() -> None:
+    """Every run is timed, each loop's main thread within its process's CPU, and the
+    marginal figures are the runs' differences."""
+    out = json.loads(
+        _run(
+            "driver_cpu.py",
+            *("--small", "2", "--large", "4", "--rounds", "1", "--json"),
+            timeout=400,
+        )
+    )
+    assert out["benchmark"] == "driver_cpu" and (out["small"], out["large"]) == (2, 4)
+    runs = {(r["loop"], r["trials"]): r for r in out["runs"]}
+    assert set(runs) == {(loop, n) for loop in ("launch", "bare") for n in (2, 4)}
+    for run in runs.values():
+        assert _positive(run["main_thread"]) and _positive(run["wall"]), run
+        assert run["main_thread"] <= run["process"] + 1e-3, run  # one clock within the other
+    for loop in ("launch", "bare"):
+        (row,) = out["rounds"][loop]
+        for part in ("process", "main_thread", "other_threads"):
+            step = (runs[(loop, 4)][part] - runs[(loop, 2)][part]) / 2 * 1e3
+            assert row[part] == pytest.approx(step) == pytest.approx(out[loop][part]), part
+
+
+@pytest.mark.slow
 def test_trial_timeline_splits_every_loop_into_its_steps() -> None:
     """Each loop's steps add up: handoff + dispatch + run + finish = steady, steady +
     epochs = cycle (per trial, so their medians need not; the means must)."""
