@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -40,6 +41,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from optuna.study._tell import _tell_with_warning
+from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
@@ -49,6 +52,8 @@ from study.writes import InlineWrites, Writes
 
 METRIC = "val_accuracy"
 MODE = "max"
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -121,6 +126,30 @@ class StudyOptunaSearch(OptunaSearch):
         if not isinstance(values, dict):
             raise TypeError("the study's space must return the values it suggested")
         return values
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        """Ray's own tell, without the deep copy of the finished trial that `Study.tell`
+        makes to return it and Ray drops (~0.08 ms of the writes thread's CPU a trial,
+        ~12% of a tell). As Ray's: a second completion is logged and ignored; the value
+        is the result's metric, without one the trial is PRUNED (FAIL on an error); a
+        refused tell is logged (the storage's own errors reach the study through
+        `DriverStorage.one_transaction`). A study has one objective, so Ray's lists of
+        metrics have no counterpart here."""
+        if trial_id in self._completed_trials:
+            _logger.warning("trial %s completed twice; the second is ignored", trial_id)
+            return
+        value = result.get(self.metric) if result else None
+        if value is not None:
+            state = TrialState.COMPLETE
+        else:
+            state = TrialState.FAIL if error else TrialState.PRUNED
+        try:
+            _tell_with_warning(self._ot_study, self._ot_trials[trial_id], value, state=state)
+        except Exception as exc:  # noqa: BLE001 - logged and the study goes on, as Ray does
+            _logger.warning(exc)
+        self._completed_trials.add(trial_id)
 
     def ask_fixed(self, key: str, point: Point) -> dict[str, Any]:
         """Ask for a trial whose parameters are `point` (enqueued, then popped at once)."""

@@ -151,9 +151,10 @@ def test_define_space_makes_eps_conditional():
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
-def test_study_search_suggests_what_rays_optuna_search_suggests(sampler):
-    """StudyOptunaSearch skips Ray's captor; the configurations and Optuna's trials are
-    the same as through Ray's own OptunaSearch with the same seeded sampler."""
+def test_study_search_suggests_and_tells_what_rays_optuna_search_does(sampler):
+    """StudyOptunaSearch skips Ray's captor and `Study.tell`'s copy; the configurations
+    and Optuna's trials (states, values) are the same as through Ray's own OptunaSearch
+    with the same seeded sampler: complete, pruned (no result) and failed trials."""
     config = merge(flags={"trials": 12, "sampler": sampler, "sampler_seed": 3}).config
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     searches = [
@@ -165,9 +166,18 @@ def test_study_search_suggests_what_rays_optuna_search_suggests(sampler):
         assert ours == rays
         assert ("eps" in ours) == (ours["norm"] != "none")
         for search in searches:
-            search.on_trial_complete(f"t{i}", {METRIC: ours["lr"]})  # TPE learns from it
+            if i % 4 == 1:
+                search.on_trial_complete(f"t{i}", None)  # stopped early: PRUNED
+            elif i % 4 == 2:
+                search.on_trial_complete(f"t{i}", None, error=True)  # FAIL
+            else:  # COMPLETE with a value TPE learns from
+                search.on_trial_complete(f"t{i}", {METRIC: ours["lr"]})
+            search.on_trial_complete(f"t{i}", {METRIC: 0.0})  # a second one is ignored
     ours, rays = (search._ot_study.trials for search in searches)
-    assert [t.params for t in ours] == [t.params for t in rays]
+    assert [(t.params, t.state, t.values) for t in ours] == [
+        (t.params, t.state, t.values) for t in rays
+    ]
+    assert {t.state.name for t in ours} == {"COMPLETE", "PRUNED", "FAIL"}
 
 
 def test_every_sampler_builds():
