@@ -53,7 +53,9 @@ from study.writes import InlineWrites, Writes
 METRIC = "val_accuracy"
 MODE = "max"
 
-_logger = logging.getLogger(__name__)
+#: Ray's OptunaSearch's own logger: what `StudyOptunaSearch.on_trial_complete` logs in its
+#: place is shown or hidden as Ray's was (a launch keeps Ray quiet unless --verbose)
+_logger = logging.getLogger(OptunaSearch.__module__)
 
 
 @dataclass
