@@ -118,10 +118,10 @@ class Arm:
             "time_total_s": 0.02,
         }
         trial.last_result = result
-        noted = clock()
+        noting = clock()  # the recorder's callbacks only note rows for the next batch
         self.recorder.on_trial_result(0, [], trial, result)
         self.recorder.on_trial_complete(0, [], trial)
-        noted = clock() - noted
+        notes = clock() - noting
         told = clock()
         self.search.on_trial_result(trial_id, result)
         self.search.on_trial_complete(trial_id, result)
@@ -129,7 +129,7 @@ class Arm:
         return {
             "ask": asked - started,
             "tell": done - told,
-            "rows": written - asked + noted,
+            "rows": written - asked + notes,
         }
 
     def close(self) -> dict[str, int]:
