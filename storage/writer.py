@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from storage import queries
 from storage.dialects import on_conflict, upsert_insert
 from storage.errors import StorageError
+from storage.prepared import Prepared
 from storage.schema import COMPLETE, FAIL, RUNNING, Epoch, Study, Trial, utcnow
 from storage.transactions import run_write
 from storage.urls import mask_url
@@ -27,26 +28,32 @@ from storage.values import epoch_values, jsonable, trial_values
 
 _TRIAL_KEY = ["study_id", "trial_number"]
 _EPOCH_KEY = ["trial_id", "epoch"]
-_UPSERTS: dict[tuple[Any, ...], Any] = {}
-_SETS: dict[tuple[str, ...], Any] = {}  # UPDATE trials statements by column set
-#: The per-epoch hot path's statements, built once (SQLAlchemy then only binds values).
-_TRIAL_ID = select(Trial.id).where(
-    Trial.study_id == bindparam("sid"), Trial.trial_number == bindparam("num")
+_UPSERTS: dict[tuple[Any, ...], Prepared] = {}
+_SETS: dict[tuple[str, ...], Prepared] = {}  # UPDATE trials statements by column set
+#: The per-epoch hot path's statements, compiled once and run on the DBAPI cursor (`Prepared`).
+_TRIAL_ID = Prepared(
+    select(Trial.id).where(
+        Trial.study_id == bindparam("sid"), Trial.trial_number == bindparam("num")
+    )
 )
 _EPOCH_COUNT = select(func.count()).where(Epoch.trial_id == bindparam("tid")).scalar_subquery()
 _PROGRESS = {
-    diverged: update(Trial)
-    .where(Trial.id == bindparam("tid"))
-    .values(epochs_completed=_EPOCH_COUNT, **({"diverged": True} if diverged else {}))
+    diverged: Prepared(
+        update(Trial)
+        .where(Trial.id == bindparam("tid"))
+        .values(epochs_completed=_EPOCH_COUNT, **({"diverged": True} if diverged else {}))
+    )
     for diverged in (False, True)
 }
-_EPOCH_SUMMARY = (
+_EPOCH_SUMMARY = Prepared(
     select(Epoch.val_accuracy, Epoch.train_loss, Epoch.diverged)
     .where(Epoch.trial_id == bindparam("tid"))
     .order_by(Epoch.epoch)
 )
-_OLD_PARAMS = select(Trial.params).where(
-    Trial.study_id == bindparam("sid"), Trial.trial_number == bindparam("num")
+_OLD_PARAMS = Prepared(
+    select(Trial.params).where(
+        Trial.study_id == bindparam("sid"), Trial.trial_number == bindparam("num")
+    )
 )
 #: What finish_trial computes from the epoch rows when the caller leaves it out.
 _SUMMARY_COLUMNS = frozenset(
@@ -219,7 +226,7 @@ class ResultWriter:
             study_id = self._study_id(conn, study)
             trial_id = _ensure_trial(conn, study_id, number)
             _upsert_epochs(conn, trial_id, rows)
-            conn.execute(_PROGRESS[diverged], {"tid": trial_id})
+            _PROGRESS[diverged].execute(conn, {"tid": trial_id})
 
         return work
 
@@ -248,7 +255,7 @@ class ResultWriter:
             summary = _summarize(conn, trial_id)
             missing = {k: v for k, v in summary.items() if k not in given and v is not None}
             if missing:
-                conn.execute(_set_columns(tuple(missing)), _set_params(trial_id, missing))
+                _set_columns(tuple(missing)).execute(conn, _set_params(trial_id, missing))
 
         return work
 
@@ -325,10 +332,10 @@ def _upsert(
         stmt = on_conflict(_insert(conn), table, keys, updates)
         if returning is not None:
             stmt = stmt.returning(returning)
-        _UPSERTS[cache_key] = stmt
+        stmt = _UPSERTS[cache_key] = Prepared(stmt)
     if returning is not None:
-        return conn.execute(stmt, rows[0]).scalar_one()
-    conn.execute(stmt, rows)
+        return stmt.execute(conn, rows[0]).scalar_one()
+    stmt.execute(conn, rows)
     return None
 
 
@@ -350,7 +357,7 @@ def _ensure_trial(conn: Connection, study_id: int, number: int) -> int:
 
 
 def _trial_id(conn: Connection, study_id: int, number: int) -> int:
-    trial_id = conn.scalar(_TRIAL_ID, {"sid": study_id, "num": number})
+    trial_id = _TRIAL_ID.execute(conn, {"sid": study_id, "num": number}).scalar()
     assert trial_id is not None
     return int(trial_id)
 
@@ -359,17 +366,19 @@ def _merge_params(conn: Connection, study_id: int, number: int, values: dict[str
     """Merge new `params` keys into the stored ones, so finish_trial keeps start_trial's."""
     if "params" not in values:
         return
-    old = conn.scalar(_OLD_PARAMS, {"sid": study_id, "num": number})
+    old = _OLD_PARAMS.execute(conn, {"sid": study_id, "num": number}).scalar()
     if old:
         values["params"] = {**old, **values["params"]}
 
 
-def _set_columns(columns: tuple[str, ...]) -> Any:
+def _set_columns(columns: tuple[str, ...]) -> Prepared:
     """UPDATE trials SET these columns WHERE id = :tid, built once per column set."""
     stmt = _SETS.get(columns)
     if stmt is None:
         values = {c: bindparam(f"set_{c}") for c in columns}  # column names are reserved
-        stmt = _SETS[columns] = update(Trial).where(Trial.id == bindparam("tid")).values(values)
+        stmt = _SETS[columns] = Prepared(
+            update(Trial).where(Trial.id == bindparam("tid")).values(values)
+        )
     return stmt
 
 
@@ -386,16 +395,16 @@ def _upsert_epochs(conn: Connection, trial_id: int, rows: Iterable[dict[str, Any
 
 
 def _summarize(conn: Connection, trial_id: int) -> dict[str, Any]:
-    rows = conn.execute(_EPOCH_SUMMARY, {"tid": trial_id}).all()
+    rows = _EPOCH_SUMMARY.execute(conn, {"tid": trial_id}).all()  # (val acc, train loss, diverged)
     if not rows:
         return {}
-    accuracies = [r.val_accuracy for r in rows if r.val_accuracy is not None]
+    accuracies = [r[0] for r in rows if r[0] is not None]
     return {
         "epochs_completed": len(rows),
-        "final_val_accuracy": rows[-1].val_accuracy,
+        "final_val_accuracy": rows[-1][0],
         "best_val_accuracy": max(accuracies) if accuracies else None,
-        "final_train_loss": rows[-1].train_loss,
-        "diverged": any(r.diverged for r in rows),
+        "final_train_loss": rows[-1][1],
+        "diverged": any(r[2] for r in rows),
     }
 
 

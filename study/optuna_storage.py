@@ -23,8 +23,10 @@ query) and does the full reload only when it has.
 The writes themselves cost the driver's writes thread (`study.writes`) CPU while the next
 trial trains, 1.3-2.5 ms each through Optuna's ORM session (a SELECT of the trial, a
 flush, a commit). On SQLite and PostgreSQL `DriverStorage` writes the same rows with
-SQLAlchemy Core statements built once (`_Statements`), on a plain connection of Optuna's
-engine rather than an ORM session (`_transaction`):
+SQLAlchemy Core statements built once (`_Statements`), run as `storage.prepared.Prepared`
+statements (compiled once, on the DBAPI cursor: ~40 us less CPU each than
+`Connection.execute`), on a plain connection of Optuna's engine rather than an ORM
+session (`_transaction`):
 
 - a new trial (no template): under the study row's lock (SELECT ... FOR UPDATE, as
   Optuna takes it), its RUNNING row, the count of the study's trials before it, and that
@@ -78,6 +80,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from storage.dialects import on_conflict, upsert_insert
+from storage.prepared import Prepared
 
 #: Optuna's tables, which the driver's own writes address directly (`DriverStorage`).
 _STUDIES = models.StudyModel.__table__
@@ -87,7 +90,7 @@ _VALUES = models.TrialValueModel.__table__
 _INTERMEDIATE = models.TrialIntermediateValueModel.__table__
 _USER_ATTRS = models.TrialUserAttributeModel.__table__
 #: Does the study hold a WAITING (enqueued) trial? What `ask` looks for before each trial.
-_ANY_WAITING = (
+_ANY_WAITING = Prepared(
     select(_TRIALS.c.trial_id)
     .where(_TRIALS.c.study_id == bindparam("sid"), _TRIALS.c.state == TrialState.WAITING)
     .limit(1)
@@ -328,7 +331,7 @@ class DriverStorage(_CachedStorage):
 
     def _has_waiting_trials(self, study_id: int) -> bool:
         with self._transaction() as conn:
-            return conn.execute(_ANY_WAITING, {"sid": study_id}).first() is not None
+            return _ANY_WAITING.execute(conn, {"sid": study_id}).first() is not None
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -385,11 +388,11 @@ class DriverStorage(_CachedStorage):
                         self._write_now(write)
                 return True
         for trial_id in dict.fromkeys(write.trial_id for write in writes):
-            state = conn.execute(self._sql.state_of, {"tid": trial_id}).scalar_one_or_none()
+            state = self._sql.state_of.execute(conn, {"tid": trial_id}).scalar_one_or_none()
             if state is None or state.is_finished():
                 return False
         for write in writes:
-            conn.execute(write.statement, write.rows)
+            write.statement.execute(conn, write.rows)
         return True
 
     def _take_deferred(self, trial_id: int | None = None) -> list[_Write]:
@@ -429,13 +432,16 @@ class DriverStorage(_CachedStorage):
         stamp = _stored_now()
         try:
             with self._transaction() as conn:
-                if conn.execute(sql.lock_study, {"sid": study_id}).first() is None:
+                if sql.lock_study.execute(conn, {"sid": study_id}).first() is None:
                     return None
                 row = {"sid": study_id, "state": TrialState.RUNNING, "started": stamp}
-                trial_id = conn.execute(sql.add_trial, row).inserted_primary_key[0]
-                before = conn.execute(sql.count_before, {"sid": study_id, "tid": trial_id})
+                if conn.dialect.insert_returning:
+                    trial_id = sql.add_trial.execute(conn, row).scalar_one()
+                else:  # SQLite before 3.35: the key as SQLAlchemy finds it
+                    trial_id = conn.execute(sql.add_trial_plain, row).inserted_primary_key[0]
+                before = sql.count_before.execute(conn, {"sid": study_id, "tid": trial_id})
                 number = int(before.scalar_one())
-                conn.execute(sql.number_trial, {"tid": trial_id, "num": number})
+                sql.number_trial.execute(conn, {"tid": trial_id, "num": number})
         except (sa_exc.SQLAlchemyError, StorageInternalError):
             return None
         return FrozenTrial(
@@ -475,14 +481,14 @@ class DriverStorage(_CachedStorage):
         waiting = self._take_deferred(trial_id)  # its writes in `one_transaction`: first
         try:
             with self._transaction() as conn:
-                current = conn.execute(sql.lock_state_of, {"tid": trial_id}).scalar_one_or_none()
+                current = sql.lock_state_of.execute(conn, {"tid": trial_id}).scalar_one_or_none()
                 if current is None or current.is_finished():
                     raise _Refused
                 for write in waiting:
-                    conn.execute(write.statement, write.rows)
+                    write.statement.execute(conn, write.rows)
                 if rows:
-                    conn.execute(sql.put_value, rows)
-                conn.execute(sql.finish, {"tid": trial_id, "new_state": state, "done": stamp})
+                    sql.put_value.execute(conn, rows)
+                sql.finish.execute(conn, {"tid": trial_id, "new_state": state, "done": stamp})
         except _Refused:
             self._write_waiting_of_tell(waiting)  # each on its own: Optuna's error, if refused
             return None
@@ -560,7 +566,7 @@ class _Write:
     Optuna's own call for the same write (taken when the state check refuses it)."""
 
     trial_id: int
-    statement: Any
+    statement: Prepared
     rows: list[dict[str, Any]]
     optunas_own: Callable[[], None]
 
@@ -586,28 +592,34 @@ class _Statements:
 
     def __init__(self, insert_with_conflict: Callable[..., Any]) -> None:
         trial_id = bindparam("tid")
-        self.state_of = select(_TRIALS.c.state).where(_TRIALS.c.trial_id == trial_id)
-        self.lock_state_of = self.state_of.with_for_update()
-        self.finish = (
+        state_of = select(_TRIALS.c.state).where(_TRIALS.c.trial_id == trial_id)
+        self.state_of = Prepared(state_of)
+        self.lock_state_of = Prepared(state_of.with_for_update())
+        self.finish = Prepared(
             update(_TRIALS)
             .where(_TRIALS.c.trial_id == trial_id)
             .values(state=bindparam("new_state"), datetime_complete=bindparam("done"))
         )
-        self.add_param = insert(_PARAMS)
+        self.add_param = Prepared(insert(_PARAMS))
         study_id = bindparam("sid")
-        self.lock_study = (
+        self.lock_study = Prepared(
             select(_STUDIES.c.study_id).where(_STUDIES.c.study_id == study_id).with_for_update()
         )
-        self.add_trial = insert(_TRIALS).values(
+        new_trial = insert(_TRIALS).values(
             study_id=study_id,
             number=None,
             state=bindparam("state"),
             datetime_start=bindparam("started"),
         )
-        self.count_before = select(func.count(_TRIALS.c.trial_id)).where(
-            _TRIALS.c.study_id == study_id, _TRIALS.c.trial_id < trial_id
+        # the new row's key: RETURNING where the database has it, else as SQLAlchemy finds it
+        self.add_trial = Prepared(new_trial.returning(_TRIALS.c.trial_id))
+        self.add_trial_plain = new_trial
+        self.count_before = Prepared(
+            select(func.count(_TRIALS.c.trial_id)).where(
+                _TRIALS.c.study_id == study_id, _TRIALS.c.trial_id < trial_id
+            )
         )
-        self.number_trial = (
+        self.number_trial = Prepared(
             update(_TRIALS).where(_TRIALS.c.trial_id == trial_id).values(number=bindparam("num"))
         )
         self.put_intermediate = _upsert(insert_with_conflict, _INTERMEDIATE, ("trial_id", "step"))
@@ -620,10 +632,12 @@ class _Statements:
         return None if insert_with_conflict is None else cls(insert_with_conflict)
 
 
-def _upsert(insert_with_conflict: Callable[..., Any], table: Any, keys: tuple[str, ...]) -> Any:
+def _upsert(
+    insert_with_conflict: Callable[..., Any], table: Any, keys: tuple[str, ...]
+) -> Prepared:
     """INSERT into `table`, on a conflict of `keys` updating every other column."""
     changing = [c.name for c in table.columns if c.name not in keys and not c.primary_key]
-    return on_conflict(insert_with_conflict, table, keys, changing)
+    return Prepared(on_conflict(insert_with_conflict, table, keys, changing))
 
 
 def _stored_now() -> datetime:

@@ -563,3 +563,24 @@ def test_writes_waiting_in_a_block_for_a_trial_finished_elsewhere_fail_as_optuna
     stored = optuna_rdb_storage(url).get_trial(tid)
     assert stored.state == TrialState.FAIL
     assert stored.intermediate_values == {} and stored.user_attrs == {} and stored.values is None
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["returning", "no-returning"])
+def test_a_new_trials_key_comes_back_with_or_without_returning(
+    db_url, monkeypatch, returning
+) -> None:
+    """The driver's INSERT of a new trial returns its key (RETURNING, on its prepared
+    statement); a database without RETURNING (SQLite before 3.35) gives it as SQLAlchemy
+    finds it. Either way the trials served are the rows stored, numbered in order."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    rdb = optuna_rdb_storage(db_url)
+    monkeypatch.setattr(rdb.engine.dialect, "insert_returning", returning)
+    driver = DriverStorage(rdb)
+    study = optuna.create_study(storage=driver, study_name="s", direction="maximize")
+    asked = [study.ask() for _ in range(3)]
+    assert [t.number for t in asked] == [0, 1, 2]
+    assert driver.running_trial_ids() == sorted(t._trial_id for t in asked)
+    stored = optuna.load_study(study_name="s", storage=optuna_rdb_storage(db_url)).trials
+    assert [(t.number, t._trial_id) for t in stored] == [(t.number, t._trial_id) for t in asked]
+    for trial in asked:
+        _same_as_database(driver, db_url, trial._trial_id)
