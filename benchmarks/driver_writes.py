@@ -9,12 +9,16 @@ without Ray: the study's own `SeededSearch` (random sampler, asks ahead) and `Re
 driven as Tune drives them for one trial after another, their calls run inline, timed
 on the thread's CPU clock.
 
-Two storages side by side in one process, in blocks that alternate which goes first:
-`DriverStorage` (`study.optuna_storage`, what a launch uses) and Optuna's own
-`RDBStorage` (in Optuna's cache, as `optuna.create_study` wraps it), each with its own
-study in the same fresh SQLite file (or `--storage URL`, e.g. PostgreSQL: it adds two
-studies named `writes-*` there). The results rows are the same code on both; they are
-reported beside the Optuna calls. The JSON output also says how many trials each table
+Three arms side by side in one process, in blocks that rotate which goes first:
+`DriverStorage` (`study.optuna_storage`, what a launch uses); the same code with every
+prepared statement (`storage.prepared`) sent through SQLAlchemy's `Connection.execute`
+instead of the DBAPI cursor, as before those statements were prepared (a no-op cursor
+listener on its two engines makes `Prepared` take that path); and Optuna's own
+`RDBStorage` (in Optuna's cache, as `optuna.create_study` wraps it). Each has its own
+study in the same fresh SQLite file (or `--storage URL`, e.g. PostgreSQL: it adds three
+studies named `writes-*` there). The results rows are the same code in all three (on
+the cursor in the first and third, through `Connection.execute` in the second); they
+are reported beside the Optuna calls. The JSON output also says how many trials each table
 holds as finished at the end, so the figures are shown to be those of real writes.
 
 Usage: python benchmarks/driver_writes.py [--trials 50] [--rounds 8] [--storage URL] [--json]
@@ -29,6 +33,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -37,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PARTS = ("ask", "tell", "rows")
-STORAGES = ("driver", "optuna")
+STORAGES = ("driver", "core", "optuna")
 
 
 class Arm:
@@ -65,7 +71,11 @@ class Arm:
         writer = storage.ResultWriter(engine)
         writer.create_study(name, self.config.study_dict(), "benchmark")
         rdb = optuna_rdb_storage(url)
-        optuna_storage = DriverStorage(rdb) if kind == "driver" else rdb
+        optuna_storage = rdb if kind == "optuna" else DriverStorage(rdb)
+        self.statements = 0  # those the cursor listener saw (the "core" arm's only)
+        # the results engine is the process's one for the URL, shared by the arms: the
+        # "core" arm's listener is there only while that arm runs (`running`)
+        self._engines = (engine, rdb.engine) if kind == "core" else ()
         inner = StudyOptunaSearch(
             define_space(self.config),
             metric=METRIC,
@@ -87,6 +97,24 @@ class Arm:
         self.recorder = Recorder(writer, name, 1, TrialTemplates.for_study(self.config))
         self.count = 0
         self.name, self.engine, self.optuna_storage = name, engine, optuna_storage
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """While the arm runs: the "core" arm's cursor listener on its engines."""
+        from sqlalchemy import event
+
+        for engine in self._engines:
+            event.listen(engine, "before_cursor_execute", self._count)
+        try:
+            yield
+        finally:
+            for engine in self._engines:
+                event.remove(engine, "before_cursor_execute", self._count)
+
+    def _count(self, *_args: Any) -> None:
+        """The "core" arm's cursor listener: its presence sends `Prepared` statements
+        through `Connection.execute`; it counts them, to show they went that way."""
+        self.statements += 1
 
     def trial(self) -> dict[str, float]:
         """One trial as Tune drives it: suggest (and ask ahead), start, result, end.
@@ -145,26 +173,35 @@ class Arm:
         return {
             "results_complete": sum(row.state == "COMPLETE" for row in rows),
             "optuna_complete": sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials),
+            "statements_through_execute": self.statements,
         }
 
 
 def measure(url: str, trials: int, rounds: int) -> dict[str, Any]:
-    """`rounds` blocks of `trials` trials per storage, alternating which goes first."""
+    """`rounds` blocks of `trials` trials per arm, rotating which goes first."""
     budget = (rounds + 1) * trials
     arms = {kind: Arm(url, kind, budget) for kind in STORAGES}
     for arm in arms.values():  # warm: first statements compiled, Optuna's caches filled
-        for _ in range(min(trials, 5)):
-            arm.trial()
+        with arm.running():
+            for _ in range(min(trials, 5)):
+                arm.trial()
     per_block: dict[str, list[dict[str, float]]] = {kind: [] for kind in STORAGES}
     for block in range(rounds):
-        order = STORAGES if block % 2 == 0 else STORAGES[::-1]
+        shift = block % len(STORAGES)
+        order = STORAGES[shift:] + STORAGES[:shift]
+        if block // len(STORAGES) % 2:
+            order = order[::-1]
         for kind in order:
             sums = dict.fromkeys(PARTS, 0.0)
-            for _ in range(trials):
-                for part, seconds in arms[kind].trial().items():
-                    sums[part] += seconds
+            with arms[kind].running():
+                for _ in range(trials):
+                    for part, seconds in arms[kind].trial().items():
+                        sums[part] += seconds
             per_block[kind].append({p: sums[p] / trials * 1e3 for p in PARTS})
-    written = {kind: arm.close() for kind, arm in arms.items()}
+    written = {}
+    for kind, arm in arms.items():
+        with arm.running():
+            written[kind] = arm.close()
     for blocks in per_block.values():
         for b in blocks:
             b["total"] = sum(b[p] for p in PARTS)
@@ -172,17 +209,22 @@ def measure(url: str, trials: int, rounds: int) -> dict[str, Any]:
         kind: {part: statistics.median(b[part] for b in blocks) for part in (*PARTS, "total")}
         for kind, blocks in per_block.items()
     }
-    ratios = [
-        d["total"] / o["total"]
-        for d, o in zip(per_block["driver"], per_block["optuna"], strict=True)
-    ]
+
+    def ratios(over: str) -> list[float]:
+        return [
+            d["total"] / o["total"]
+            for d, o in zip(per_block["driver"], per_block[over], strict=True)
+        ]
+
     return {
         "benchmark": "driver_writes",
         "trials_per_block": trials,
         "rounds": rounds,
         "ms_per_trial": medians,
-        "ratio_driver_over_optuna": statistics.median(ratios),
-        "ratio_blocks": ratios,
+        "ratio_driver_over_optuna": statistics.median(ratios("optuna")),
+        "ratio_blocks_over_optuna": ratios("optuna"),
+        "ratio_driver_over_core": statistics.median(ratios("core")),
+        "ratio_blocks_over_core": ratios("core"),
         "trials_written": written,
     }
 
@@ -190,7 +232,7 @@ def measure(url: str, trials: int, rounds: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=50, help="trials per block (>= 1)")
-    parser.add_argument("--rounds", type=int, default=8, help="blocks per storage (>= 1)")
+    parser.add_argument("--rounds", type=int, default=8, help="blocks per arm (>= 1)")
     parser.add_argument("--storage", help="database URL (default: a fresh SQLite file)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
@@ -205,15 +247,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"driver writes per one-epoch trial, thread CPU, medians of {args.rounds} "
-        f"alternating blocks of {args.trials} trials (ms)"
+        f"rotating blocks of {args.trials} trials (ms)"
     )
     print(f"{'storage':<28}" + "".join(f"{p:>8}" for p in (*PARTS, "total")))
-    labels = {"driver": "DriverStorage (launch)", "optuna": "Optuna's RDBStorage"}
+    labels = {
+        "driver": "DriverStorage (launch)",
+        "core": "same, Connection.execute",
+        "optuna": "Optuna's RDBStorage",
+    }
     for kind in STORAGES:
         row = out["ms_per_trial"][kind]
         print(f"{labels[kind]:<28}" + "".join(f"{row[p]:>8.3f}" for p in (*PARTS, "total")))
-    blocks = ", ".join(f"{r:.2f}" for r in out["ratio_blocks"])
-    print(f"ratio DriverStorage / Optuna's: {out['ratio_driver_over_optuna']:.2f}x ({blocks})")
+    for label, key in (("Optuna's", "optuna"), ("Connection.execute", "core")):
+        blocks = ", ".join(f"{r:.2f}" for r in out[f"ratio_blocks_over_{key}"])
+        median = out[f"ratio_driver_over_{key}"]
+        print(f"ratio DriverStorage / {label}: {median:.2f}x per block ({blocks})")
     return 0
 
 

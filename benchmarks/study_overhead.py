@@ -25,7 +25,9 @@ is not hidden behind another's work). Reported per trial:
 Every loop starts warm (the libraries all of them use imported, one throwaway Tuner run
 first), and `--rounds R` repeats the three loops R times, one after another, in an order
 that alternates from round to round, and reports the medians: on a shared VM one run's
-ratio moves by +-0.2 from noise alone.
+ratio moves by +-0.2 from noise alone. The steady figure is also given for all rounds'
+gaps pooled (`steady_pooled`): each loop's median gap, their ratio and its 90% interval
+from resampling whole rounds.
 
 Usage: python benchmarks/study_overhead.py [--trials 20] [--rounds 3] [--json]
 """
@@ -237,10 +239,15 @@ def warm_up(workdir: Path) -> None:
     ).fit()
 
 
+def steady_gaps(trials: list[dict[str, Any]]) -> list[float]:
+    """Each trial's completion less the one before, less its own work (trials 2..N)."""
+    done = sorted(t["done"] for t in trials)
+    return [b - a - t["work"] for a, b, t in zip(done, done[1:], trials[1:], strict=False)]
+
+
 def summarize(wall: float, trials: list[dict[str, Any]]) -> dict[str, float]:
     work = sum(t["work"] for t in trials)
-    done = sorted(t["done"] for t in trials)
-    gaps = [b - a - t["work"] for a, b, t in zip(done, done[1:], trials[1:], strict=False)]
+    gaps = steady_gaps(trials)
     return {
         "trials": len(trials),
         "wall_s": wall,
@@ -273,9 +280,9 @@ def run_round(
     index: int,
     args: argparse.Namespace,
     configs: list[dict[str, Any]] | None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[dict[str, Any], dict[str, list[float]], list[dict[str, Any]]]:
     """The three loops, one after another, on the same configurations; returns their
-    figures and the configurations launch ran.
+    figures, their steady gaps and the configurations launch ran.
 
     The order alternates (launch, bare, Optuna in even rounds; Optuna, bare, launch in
     odd ones), so that no loop always runs first, right after the previous round's
@@ -300,7 +307,33 @@ def run_round(
         else:
             runs[name] = run_optuna_tuner(configs[0], args.trials, workdir, f"optuna-{index}")
     assert configs is not None
-    return {name: summarize(*runs[name]) for name in LOOPS}, configs
+    gaps = {name: steady_gaps(runs[name][1]) for name in LOOPS}
+    return {name: summarize(*runs[name]) for name in LOOPS}, gaps, configs
+
+
+def pooled_steady(gaps: list[dict[str, list[float]]], resamples: int = 2000) -> dict[str, Any]:
+    """The steady figure of all rounds together: each loop's median of every round's
+    gaps, the ratio ours / bare of those medians and its 90% interval.
+
+    Why: one round's median of ~N gaps moves by +-30% with the VM, so a median of the
+    rounds' ratios says little; pooling uses every gap. The interval resamples whole
+    rounds (gaps of one round share that round's machine state), seeded, so it is the
+    same for the same figures.
+    """
+    import random
+
+    def ratio(chosen: list[dict[str, list[float]]]) -> float:
+        ours = [g for r in chosen for g in r["insgd_study_launch"]]
+        bare = [g for r in chosen for g in r["bare_tuner"]]
+        return statistics.median(ours) / statistics.median(bare)
+
+    pick = random.Random(0)
+    spread = sorted(ratio(pick.choices(gaps, k=len(gaps))) for _ in range(resamples))
+    return {
+        **{f"{name}_s": statistics.median(g for r in gaps for g in r[name]) for name in LOOPS},
+        "ratio": ratio(gaps),
+        "ratio_ci90": [spread[int(0.05 * resamples)], spread[int(0.95 * resamples) - 1]],
+    }
 
 
 def _configs(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -361,8 +394,10 @@ def main(argv: list[str] | None = None) -> int:
             url = f"sqlite:///{workdir / 'studies.db'}"
             warm_up(workdir)
             configs = None
+            gaps = []
             for index in range(args.rounds):
-                row, configs = run_round(workdir, url, index, args, configs)
+                row, round_gaps, configs = run_round(workdir, url, index, args, configs)
+                gaps.append(round_gaps)
                 rounds.append({**row, **ratios(row)})
                 if not args.json:
                     print(f"round {index + 1}/{args.rounds}: " + _ratio_line(rounds[-1]))
@@ -374,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for key in ratios(rounds[0]):
         result[key] = statistics.median(r[key] for r in rounds)
-    result.update(rounds=rounds, cpus=os.cpu_count())
+    result.update(steady_pooled=pooled_steady(gaps), rounds=rounds, cpus=os.cpu_count())
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -392,6 +427,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['steady_overhead_per_trial_s']:16.3f}"
         )
     print("median " + _ratio_line(result))
+    pooled = result["steady_pooled"]
+    low, high = pooled["ratio_ci90"]
+    print(
+        f"steady, all rounds' gaps pooled: ours {pooled['insgd_study_launch_s'] * 1e3:.1f} ms, "
+        f"bare {pooled['bare_tuner_s'] * 1e3:.1f} ms, ratio {pooled['ratio']:.2f}x "
+        f"(90% interval over rounds {low:.2f}-{high:.2f}x)"
+    )
     return 0
 
 

@@ -80,16 +80,22 @@ def test_trial_config_cost_times_both_config_shapes() -> None:
     assert math.isfinite(out["saved_ms"])
 
 
-def test_driver_writes_times_both_storages_on_real_writes() -> None:
+def test_driver_writes_times_all_three_arms_on_real_writes() -> None:
     out = json.loads(_run("driver_writes.py", "--trials", "4", "--rounds", "2", "--json"))
     assert out["benchmark"] == "driver_writes"
-    for kind in ("driver", "optuna"):
+    for kind in ("driver", "core", "optuna"):
         figures = out["ms_per_trial"][kind]
         assert set(figures) == {"ask", "tell", "rows", "total"}
         assert all(_positive(v) for v in figures.values()), (kind, figures)
         # 4 warm-up trials and 2 blocks of 4, each finished in both tables
-        assert out["trials_written"][kind] == {"results_complete": 12, "optuna_complete": 12}
-    assert _positive(out["ratio_driver_over_optuna"]) and len(out["ratio_blocks"]) == 2
+        written = out["trials_written"][kind]
+        assert (written["results_complete"], written["optuna_complete"]) == (12, 12), kind
+    # the "core" arm's statements went through Connection.execute (its listener saw them)
+    assert out["trials_written"]["core"]["statements_through_execute"] >= 12 * 10
+    assert out["trials_written"]["driver"]["statements_through_execute"] == 0
+    for over in ("optuna", "core"):
+        assert _positive(out[f"ratio_driver_over_{over}"])
+        assert len(out[f"ratio_blocks_over_{over}"]) == 2
 
 
 @pytest.mark.slow
@@ -113,6 +119,35 @@ def test_study_overhead_runs_all_three_loops() -> None:
         "steady_overhead_ratio_vs_optuna_rdb",
     ):
         assert _positive(out[key]), key
+    pooled = out["steady_pooled"]
+    low, high = pooled["ratio_ci90"]
+    assert _positive(pooled["ratio"]) and low <= high
+
+
+def test_pooled_steady_ratio_uses_every_rounds_gaps() -> None:
+    """The pooled steady ratio is that of the medians of all gaps (not the median of
+    the rounds' ratios), and its interval comes from resampling whole rounds."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "study_overhead", ROOT / "benchmarks" / "study_overhead.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def round_(ours: list[float], bare: list[float]) -> dict[str, list[float]]:
+        return {"insgd_study_launch": ours, "bare_tuner": bare, "tuner_with_optuna_rdb": [1.0]}
+
+    same = module.pooled_steady([round_([2.0, 2.0, 2.0], [1.0, 1.0, 1.0])] * 4)
+    assert same["ratio"] == 2.0 and same["ratio_ci90"] == [2.0, 2.0]
+    assert (same["insgd_study_launch_s"], same["bare_tuner_s"]) == (2.0, 1.0)
+    # per-round ratios 3.0, 1.0, 1.0 (median 1.0); pooled medians 3 / 1 -> 3.0
+    rounds = [round_([3.0] * 5, [1.0] * 5), round_([3.0] * 3, [3.0] * 3), round_([1.0], [1.0])]
+    mixed = module.pooled_steady(rounds)
+    assert mixed["ratio"] == 3.0
+    low, high = mixed["ratio_ci90"]
+    assert low < 3.0 <= high
 
 
 @pytest.mark.slow
