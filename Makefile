@@ -19,7 +19,9 @@ demo: $(STAMP)
 	$(VENV)/bin/insgd-study launch
 	$(VENV)/bin/insgd-study report --study default
 
+# .ci/chromium: the dashboard test's Chromium, installed when missing (root with apt-get).
 test: $(STAMP)
+	.ci/chromium
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -ra
 
