@@ -245,9 +245,9 @@ def steady_gaps(trials: list[dict[str, Any]]) -> list[float]:
     return [b - a - t["work"] for a, b, t in zip(done, done[1:], trials[1:], strict=False)]
 
 
-def summarize(wall: float, trials: list[dict[str, Any]]) -> dict[str, float]:
+def summarize(wall: float, trials: list[dict[str, Any]], gaps: list[float]) -> dict[str, float]:
+    """A loop's figures from its wall time, its trials and their `steady_gaps`."""
     work = sum(t["work"] for t in trials)
-    gaps = steady_gaps(trials)
     return {
         "trials": len(trials),
         "wall_s": wall,
@@ -308,7 +308,7 @@ def run_round(
             runs[name] = run_optuna_tuner(configs[0], args.trials, workdir, f"optuna-{index}")
     assert configs is not None
     gaps = {name: steady_gaps(runs[name][1]) for name in LOOPS}
-    return {name: summarize(*runs[name]) for name in LOOPS}, gaps, configs
+    return {name: summarize(*runs[name], gaps[name]) for name in LOOPS}, gaps, configs
 
 
 def pooled_steady(gaps: list[dict[str, list[float]]], resamples: int = 2000) -> dict[str, Any]:

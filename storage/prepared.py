@@ -136,8 +136,8 @@ class Prepared:
         self._lock = threading.Lock()
 
     def execute(self, conn: Connection, params: Params | None = None) -> Rows | _Core:
-        rows = [params or {}] if params is None or isinstance(params, Mapping) else list(params)
         many = not (params is None or isinstance(params, Mapping))
+        rows = list(params) if many else [params or {}]
         # the engine's listeners (and those of `Engine` itself): a connection's own cursor
         # listeners are not looked for (their lookup costs more than the statement)
         dispatch = conn.engine.dispatch
