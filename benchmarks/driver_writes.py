@@ -10,7 +10,7 @@ driven as Tune drives them for one trial after another, their calls run inline, 
 on the thread's CPU clock.
 
 Three arms side by side in one process, in blocks that rotate which goes first:
-`DriverStorage` (`study.optuna_storage`, what a launch uses); the same code with every
+`DriverStorage` (`study.search.optuna_storage`, what a launch uses); the same code with every
 prepared statement (`storage.prepared`) sent through SQLAlchemy's `Connection.execute`
 instead of the DBAPI cursor, as before those statements were prepared (a no-op cursor
 listener on its two engines makes `Prepared` take that path); and Optuna's own
@@ -54,13 +54,13 @@ class Arm:
 
         import storage
         from study.config import merge
-        from study.optuna_storage import DriverStorage
-        from study.recorder import Recorder
-        from study.runner import make_plan, optuna_rdb_storage
-        from study.samplers import make_sampler
-        from study.search import METRIC, SeededSearch, StudyOptunaSearch
-        from study.space import define_space
-        from study.trial_config import TrialTemplates
+        from study.run.recorder import Recorder
+        from study.run.runner import make_plan, optuna_rdb_storage
+        from study.run.trial_config import TrialTemplates
+        from study.search.optuna_storage import DriverStorage
+        from study.search.samplers import make_sampler
+        from study.search.searcher import METRIC, SeededSearch, StudyOptunaSearch
+        from study.search.space import define_space
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         name = f"writes-{kind}-{uuid.uuid4().hex[:8]}"

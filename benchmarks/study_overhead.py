@@ -189,7 +189,7 @@ def run_optuna_tuner(
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from study.runner import optuna_rdb_storage
+    from study.run.runner import optuna_rdb_storage
 
     times = timing_callback()
     db = workdir / f"{name}.db"

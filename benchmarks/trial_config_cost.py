@@ -1,5 +1,5 @@
 """What a trial's Tune config costs the driver's event loop: a complete TrainConfig in it
-(the study before `study.trial_config`) against the trial's own values only (now).
+(the study before `study.run.trial_config`) against the trial's own values only (now).
 
 Ray Tune handles each trial's config on its event loop, between one trial and the next:
 `SearchGenerator.create_trial_if_possible` deep-copies it, formats every entry into the
@@ -105,8 +105,8 @@ def measure(trials: int, shape: str, storage: str) -> float:
     from ray._private.dict import flatten_dict
 
     from study.config import StudyConfig
-    from study.space import variant_of
-    from study.trial_config import TrialTemplates
+    from study.run.trial_config import TrialTemplates
+    from study.search.space import variant_of
 
     study = StudyConfig()
     templates = TrialTemplates.for_study(study)

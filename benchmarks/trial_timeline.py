@@ -57,8 +57,8 @@ def stamped(kind: str, folder: str) -> Any:
         entered = time.time()
         with open(os.path.join(folder, f"{kind}-{os.getpid()}.log"), "a") as log:
             log.write(f"{entered}\n")
-        if kind == "launch":  # launch binds its templates (study.trainable.bind)
-            from study.trainable import run_trial
+        if kind == "launch":  # launch binds its templates (study.run.trainable.bind)
+            from study.run.trainable import run_trial
 
             run_trial(config, templates)
         else:
@@ -170,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     ray = study_overhead.start_quiet_ray()
     from ray import tune
 
-    import study.recorder
-    import study.trainable
+    import study.run.recorder
+    import study.run.trainable
 
     events: list[tuple[str, str, float, float]] = []
-    plain_run_config, plain_step_end = tune.RunConfig, study.recorder.Recorder.on_step_end
+    plain_run_config, plain_step_end = tune.RunConfig, study.run.recorder.Recorder.on_step_end
 
     class RunConfig(plain_run_config):  # every loop's Tuner gets the stamps callback
         def __init__(self, *a: Any, callbacks: list | None = None, **k: Any) -> None:
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             url = f"sqlite:///{workdir / 'studies.db'}"
             study_overhead.warm_up(workdir)
             tune.RunConfig = RunConfig
-            study.trainable.run_trial = stamped("launch", tmp)
+            study.run.trainable.run_trial = stamped("launch", tmp)
             study_overhead.bare_trial = stamped("bare", tmp)
             # an untimed launch first: the configurations every loop runs
             _, trials = study_overhead.run_launch(url, workdir, "configs", args.trials, 1, 256)
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                     if loop == "bare":
                         study_overhead.run_bare(configs, workdir, f"bare-{index}")
                     else:
-                        study.recorder.Recorder.on_step_end = (
+                        study.run.recorder.Recorder.on_step_end = (
                             delayed_release(args.delay_writes / 1000, plain_step_end)
                             if loop == "launch_delayed"
                             else plain_step_end
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"round {index + 1}/{args.rounds} {loop}: " + _line(rows))
     finally:
         tune.RunConfig = plain_run_config
-        study.recorder.Recorder.on_step_end = plain_step_end
+        study.run.recorder.Recorder.on_step_end = plain_step_end
         ray.shutdown()
     result = {
         loop: {

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from study.analysis.dashboard import DEFAULT_HOST, DEFAULT_PORT
 from study.commands import add_storage_option
-from study.dashboard import DEFAULT_HOST, DEFAULT_PORT
 from study.errors import UsageError
 
 
@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.host or not args.host.strip() or any(c.isspace() for c in args.host):
         raise UsageError(f"--host must be an address or host name; got {args.host!r}")
     from storage import open_database
+    from study.analysis.dashboard import serve
     from study.commands.report import writable_dir
     from study.credentials import resolve_storage_url
-    from study.dashboard import serve
 
     if args.artifact_dir is not None:
         writable_dir(args.artifact_dir, "--artifact-dir")

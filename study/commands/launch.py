@@ -145,6 +145,6 @@ def merged_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from study.runner import run_study
+    from study.run.runner import run_study
 
     return run_study(merged_config(args))

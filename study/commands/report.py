@@ -16,9 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from study.analysis.options import DEFAULT_BINS, DEFAULT_TOLERANCE
 from study.commands import add_storage_option
 from study.errors import UsageError
-from study.report_options import DEFAULT_BINS, DEFAULT_TOLERANCE
 
 FORMATS = ("table", "json")
 
@@ -113,10 +113,14 @@ def writable_dir(value: str, flag: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     out_dir = validate(args)
+    from study.analysis.dashboard import (
+        attach_report_to_optuna,
+        optuna_study_exists,
+        write_report_files,
+    )
+    from study.analysis.report import render_text, report_json
+    from study.analysis.robustness import build_report
     from study.credentials import resolve_storage_url
-    from study.dashboard import attach_report_to_optuna, optuna_study_exists, write_report_files
-    from study.report import render_text, report_json
-    from study.robustness import build_report
 
     url = resolve_storage_url(args.storage)
     report = build_report(url, args.study, tolerance=args.tolerance, bins=args.bins)

@@ -109,7 +109,7 @@ def test_dashboard_lists_the_study_and_chromium_shows_it_with_the_report(tmp_pat
 
 
 def test_the_server_binds_to_localhost_by_default(tmp_path, data):
-    from study.dashboard import make_dashboard_server
+    from study.analysis.dashboard import make_dashboard_server
 
     url = f"sqlite:///{tmp_path}/studies.db"
     data.write_study(url, "s", [data.trial_spec("l2", 0.1, 0, 0.5)])

@@ -6,7 +6,7 @@ import math
 
 import optuna
 
-from study.importance import is_insgd_trial, param_importances
+from study.analysis.importance import is_insgd_trial, param_importances
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

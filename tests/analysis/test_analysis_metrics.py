@@ -8,9 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from study.analysis import analyze_points, best_trial
-from study.bootstrap import percentile_interval, resample_group_means
-from study.metrics import (
+from study.analysis.bootstrap import percentile_interval, resample_group_means
+from study.analysis.metrics import (
     Grouping,
     TrialPoint,
     area_under_curve,
@@ -22,6 +21,7 @@ from study.metrics import (
     variant_name,
     window_decades,
 )
+from study.analysis.summary import analyze_points, best_trial
 
 
 def _curve(variant: str, lrs, means, seeds=(0,), diverged_at=(), state="COMPLETE", jitter=0.0):

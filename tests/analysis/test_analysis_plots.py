@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from study.analysis import analyze_points
-from study.metrics import TrialPoint
-from study.plots import FIGURE_FILES, render_figures
+from study.analysis.metrics import TrialPoint
+from study.analysis.plots import FIGURE_FILES, render_figures
+from study.analysis.summary import analyze_points
 
 
 def test_sgd_only_without_curves_gives_just_the_accuracy_figure(tmp_path):
@@ -45,7 +45,7 @@ def test_log_axes_are_labelled_in_plain_numbers_minor_ticks_too_within_a_decade(
     axes."""
     from matplotlib.figure import Figure
 
-    from study.plots import _log_x
+    from study.analysis.plots import _log_x
 
     def labels(low: float, high: float) -> list[str]:
         fig = Figure(figsize=(6, 2))

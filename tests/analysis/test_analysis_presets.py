@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from study.analysis import analyze_points
+from study.analysis.metrics import TrialPoint
+from study.analysis.paper import REFERENCES, reference_for
+from study.analysis.robustness import compare_with_paper, infer_preset
+from study.analysis.summary import analyze_points
 from study.cli import build_parser
 from study.commands.launch import merged_config
 from study.config import merge, normalize_mapping
-from study.metrics import TrialPoint
-from study.paper import REFERENCES, reference_for
 from study.presets import PRESETS
-from study.robustness import compare_with_paper, infer_preset
 
 PAPER = sorted(name for name in PRESETS if name.startswith("paper-"))
 CIFAR = ("paper-toy", "paper-toy-nobn", "paper-resnet20", "paper-wrn-cifar100")
@@ -45,7 +45,7 @@ def test_cifar_presets_use_the_papers_setup(name):
 
 
 def test_the_toy_presets_cover_the_papers_lrs_and_beyond_with_and_without_bn():
-    from study.space import log_points
+    from study.search.space import log_points
 
     toy, nobn = _config("paper-toy"), _config("paper-toy-nobn")
     lrs = log_points(toy.lr_min, toy.lr_max, toy.lr_points)

@@ -259,7 +259,8 @@ def test_report_attaches_a_note_and_figures_to_the_optuna_study(
 
     monkeypatch.delenv("INSGD_ARTIFACT_DIR")  # the default: beside the SQLite file
 
-    from study.dashboard import open_optuna_study, publish_report, study_artifacts
+    from study.analysis.dashboard import publish_report, study_artifacts
+    from study.analysis.optuna_study import open_optuna_study
 
     url = f"sqlite:///{tmp_path}/s.db"
     data.write_study(url, data.STUDY, data.known_trials())

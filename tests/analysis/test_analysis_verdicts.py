@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from study.analysis import analyze_points
-from study.metrics import TrialPoint
-from study.report import render_markdown, render_text, verdicts
-from study.robustness import RobustnessReport
+from study.analysis.metrics import TrialPoint
+from study.analysis.report import render_markdown, render_text, verdicts
+from study.analysis.robustness import RobustnessReport
+from study.analysis.summary import analyze_points
 
 
 def _report(points) -> RobustnessReport:

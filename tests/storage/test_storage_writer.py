@@ -220,7 +220,7 @@ def test_upsert_insert_per_dialect_and_postgres_imported_only_when_used() -> Non
     assert upsert_insert("mysql") is None
     # a SQLite study's writes never import the PostgreSQL dialect (~0.2 s of every command)
     probe = (
-        "import sys, storage, storage.writer, study.optuna_storage, study.recorder; "
+        "import sys, storage, storage.writer, study.search.optuna_storage, study.run.recorder; "
         "print('sqlalchemy.dialects.postgresql' in sys.modules)"
     )
     done = subprocess.run(

@@ -25,7 +25,7 @@ def no_ray(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("bad input must be refused before Ray starts")
 
-    monkeypatch.setattr("study.raysetup.ray_session", forbidden)
+    monkeypatch.setattr("study.run.raysetup.ray_session", forbidden)
     yield
     assert gc.isenabled(), "a refused launch left the garbage collector paused"
 

@@ -1,4 +1,4 @@
-"""`study.optuna_storage.DriverStorage`: the driver's RUNNING Optuna trials served from
+"""`study.search.optuna_storage.DriverStorage`: the driver's RUNNING Optuna trials served from
 memory must always be what the database holds, and a study must sample exactly as on
 Optuna's own storage."""
 
@@ -17,9 +17,9 @@ from test_study_units import _searcher
 from test_study_writes import _run_all
 
 from study.config import merge
-from study.optuna_storage import DriverStorage
-from study.runner import optuna_rdb_storage
-from study.search import METRIC
+from study.run.runner import optuna_rdb_storage
+from study.search.optuna_storage import DriverStorage
+from study.search.searcher import METRIC
 
 FIELDS = (
     "number",
@@ -223,7 +223,7 @@ def _set_optuna_schema_version(url: str, version: str) -> None:
 def test_optuna_schema_is_checked_once_per_url_and_a_failed_check_is_not_remembered(
     tmp_path,
 ) -> None:
-    from study.optuna_storage import rdb_storage
+    from study.search.optuna_storage import rdb_storage
 
     checked = f"sqlite:///{tmp_path / 'checked.db'}"
     rdb_storage(checked).engine.dispose()  # checks, and creates Optuna's tables

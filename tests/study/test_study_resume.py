@@ -124,7 +124,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     assert optuna.trial.TrialState.RUNNING not in states
     assert optuna.trial.TrialState.WAITING not in states
     # each killed trial's configuration, plus the next grid point when the dead driver had
-    # already asked Optuna for it (asked ahead, never run: `study.search.SeededSearch`)
+    # already asked Optuna for it (asked ahead, never run: `study.search.searcher.SeededSearch`)
     assert len(killed) <= states.count(optuna.trial.TrialState.FAIL) <= len(killed) + 1
 
 

@@ -1,6 +1,6 @@
 """Whole studies on a real local Ray (one for the module, 2 CPUs and a fake GPU).
 
-Each test runs `study.runner.run_study` in this process, as `insgd-study launch` does,
+Each test runs `study.run.runner.run_study` in this process, as `insgd-study launch` does,
 with tiny trials (digits + mlp, a few epochs), then reads back the results database and
 Optuna's study. The fake GPU (`num_gpus=1` on a CPU machine) shows that fractional GPUs
 pack trials and that a trial given a GPU Ray cannot back with CUDA still trains on the CPU.
@@ -23,7 +23,7 @@ import study_helpers as helpers
 import storage
 from study.config import merge
 from study.errors import UsageError
-from study.runner import run_study
+from study.run.runner import run_study
 
 TrialState = optuna.trial.TrialState
 pytestmark = pytest.mark.slow
@@ -90,7 +90,7 @@ def test_grid_study_with_seeds_records_everything(local_ray, tmp_path):
         max_concurrent=1,
     )
     assert code == 0, out
-    assert gc.isenabled()  # paused for the launch's setup only (study.collector)
+    assert gc.isenabled()  # paused for the launch's setup only (study.run.collector)
     assert "report attached" in out
     rows = helpers.trials(url, "grid")
     assert len(rows) == 8 and all(r.state == "COMPLETE" for r in rows)
@@ -283,7 +283,8 @@ def test_report_is_drawn_while_the_ray_session_closes(local_ray, tmp_path, monke
     import gc
     from contextlib import contextmanager
 
-    from study import dashboard, raysetup
+    from study.analysis import dashboard
+    from study.run import raysetup
 
     started = threading.Event()
     threads: list[str] = []

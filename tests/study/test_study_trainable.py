@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from ray import tune
 
-import study.trainable as trainable
+import study.run.trainable as trainable
 from study.config import StudyConfig
-from study.trial_config import TrialTemplates
+from study.run.trial_config import TrialTemplates
 from trainers import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,5 +1,5 @@
-"""A trial's TrainConfig from the study's templates and its Tune config (`study.trial_config`),
-and the trainable that carries the templates to the workers (`study.trainable.bind`)."""
+"""A trial's TrainConfig from the study's templates and its Tune config (`study.run.trial_config`),
+and the trainable that carries the templates to the workers (`study.run.trainable.bind`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from ray import cloudpickle
 
 from study.config import VARIANTS, StudyConfig
-from study.trainable import bind, run_trial
-from study.trial_config import TrialTemplates
+from study.run.trainable import bind, run_trial
+from study.run.trial_config import TrialTemplates
 
 CALLS: list[tuple[dict[str, Any], TrialTemplates]] = []
 

@@ -14,12 +14,12 @@ from ray.tune.search.optuna import OptunaSearch
 
 from study.config import StudyConfig, load_toml, merge, normalize_mapping
 from study.errors import UsageError
-from study.progress import best_per_variant, format_seconds, summary_table, trial_seconds
-from study.runner import make_plan
-from study.samplers import make_sampler
-from study.search import METRIC, SeededSearch, StudyOptunaSearch
-from study.space import Point, define_space, grid_points, log_points
-from study.trial_config import TrialTemplates
+from study.run.progress import best_per_variant, format_seconds, summary_table, trial_seconds
+from study.run.runner import make_plan
+from study.run.trial_config import TrialTemplates
+from study.search.samplers import make_sampler
+from study.search.searcher import METRIC, SeededSearch, StudyOptunaSearch
+from study.search.space import Point, define_space, grid_points, log_points
 
 
 def test_defaults_are_the_default_study():
@@ -256,8 +256,8 @@ def test_seeded_search_groups_seeds_and_reports_means():
 def test_user_attrs_on_rdb_storage_are_written_in_one_session_as_set_user_attr_would(tmp_path):
     from sqlalchemy import event
 
-    from study.optuna_storage import DriverStorage
-    from study.runner import optuna_rdb_storage
+    from study.run.runner import optuna_rdb_storage
+    from study.search.optuna_storage import DriverStorage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -413,7 +413,7 @@ def _fake_trial(number, norm, last, error=None):
 
 def test_recorder_writes_complete_pruned_and_failed_trials(tmp_path):
     import storage
-    from study.recorder import Recorder
+    from study.run.recorder import Recorder
 
     engine = storage.open_database(f"sqlite:///{tmp_path / 'r.db'}")
     writer = storage.ResultWriter(engine)
@@ -497,7 +497,7 @@ def test_end_of_study_report_outcomes_are_said_after_the_thread_that_drew_it(cap
     from concurrent.futures import Future
 
     from storage.errors import StorageError
-    from study.runner import _say_report
+    from study.run.runner import _say_report
 
     def done(result: object = None, error: BaseException | None = None) -> Future:
         future: Future = Future()

@@ -1,6 +1,6 @@
 """The launch's one-off costs moved out of its way: the garbage collector paused during
-setup and frozen after it (`study.collector`), the report's imports made in the
-background once the first trial has started (`study.warmup`)."""
+setup and frozen after it (`study.run.collector`), the report's imports made in the
+background once the first trial has started (`study.run.warmup`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import weakref
 import pytest
 from ray import cloudpickle
 
-from study.collector import collector_paused, freeze_long_lived
-from study.warmup import REPORT_MODULES, ReportWarmup
+from study.run.collector import collector_paused, freeze_long_lived
+from study.run.warmup import REPORT_MODULES, ReportWarmup
 
 
 class _Node:
@@ -141,7 +141,7 @@ def test_report_modules_are_what_the_report_imports():
 
 
 def test_collector_off_turns_automatic_collection_off_for_the_block(collector_state):
-    from study.collector import collector_off
+    from study.run.collector import collector_off
 
     gc.enable()
     with pytest.raises(RuntimeError), collector_off():

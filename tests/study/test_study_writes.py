@@ -12,7 +12,7 @@ import pytest
 from test_study_units import FAKE_TEMPLATES, _fake_trial, _searcher
 
 from study.config import merge
-from study.search import METRIC
+from study.search.searcher import METRIC
 from study.writes import BackgroundWrites, InlineWrites
 
 
@@ -74,7 +74,7 @@ RESULT = {"epoch": 1, "val_accuracy": 0.5, "train_loss": 1.0, "diverged": False}
 def _recorder(tmp_path, writes, epochs_planned: int = 1):
     """A study "r" in a fresh SQLite file and a Recorder writing it through `writes`."""
     import storage
-    from study.recorder import Recorder
+    from study.run.recorder import Recorder
 
     engine = storage.open_database(f"sqlite:///{tmp_path / 'r.db'}")
     writer = storage.ResultWriter(engine)
@@ -355,8 +355,8 @@ def test_a_seeds_last_epoch_is_reported_with_its_end_in_one_call(tmp_path) -> No
     """Per trial the writes thread gets the ask, one report per epoch before the last,
     and one call for the last epoch's report, the attributes and the tell (one
     transaction on the driver's storage); Optuna's trials hold every epoch's mean."""
-    from study.optuna_storage import DriverStorage
-    from study.runner import optuna_rdb_storage
+    from study.run.runner import optuna_rdb_storage
+    from study.search.optuna_storage import DriverStorage
 
     config = merge(flags={"trials": 2, "seeds": 2, "epochs": 2, "sampler_seed": 0}).config
     writes = _SpyWrites()

@@ -1,10 +1,10 @@
 """Build a study's robustness report from the results database (and its Optuna study).
 
 This is the one place that reads storage for the analysis: it loads the
-trials, adapts them to `TrialPoint`s, runs `study.analysis`, fetches the best
+trials, adapts them to `TrialPoint`s, runs `study.analysis.summary`, fetches the best
 trial's learning curve per variant, the parameter importances from the Optuna
 study of the same name, and, for a paper preset, the paper's numbers beside
-ours. Everything it returns is plain data that `study.report` renders.
+ours. Everything it returns is plain data that `study.analysis.report` renders.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from study.analysis import (
+from study.analysis.metrics import TrialPoint, point_from_row
+from study.analysis.paper import PaperReference, PaperRow, reference_for
+from study.analysis.summary import (
     DEFAULT_BINS,
     DEFAULT_TOLERANCE,
     Analysis,
@@ -23,8 +25,6 @@ from study.analysis import (
     best_trial,
 )
 from study.errors import UsageError
-from study.metrics import TrialPoint, point_from_row
-from study.paper import PaperReference, PaperRow, reference_for
 
 PAPER_LR_DECADES = 0.15  # 0.25 vs 0.316: 0.1 decades
 EPOCH_FIELDS = ("epoch", "val_accuracy", "train_loss", "train_accuracy", "val_loss", "lr")
@@ -183,8 +183,8 @@ def _field(row: Any, name: str) -> Any:
 
 def load_importances(url: str, study_name: str) -> dict[str, Any]:
     """Parameter importances from the Optuna study of the same name, or why there are none."""
-    from study.dashboard import open_optuna_study, optuna_study_exists
-    from study.importance import param_importances
+    from study.analysis.importance import param_importances
+    from study.analysis.optuna_study import open_optuna_study, optuna_study_exists
 
     if not optuna_study_exists(url, study_name):
         return {"error": f"no Optuna study named {study_name!r} in this database"}

@@ -42,8 +42,8 @@ from ray.tune import Callback
 
 from storage import COMPLETE, FAIL, PRUNED, ResultWriter
 from storage.writer import TrialWrite
-from study.search import is_final_result, stopped_early
-from study.trial_config import TrialTemplates
+from study.run.trial_config import TrialTemplates
+from study.search.searcher import is_final_result, stopped_early
 from study.writes import MAX_HOLD, InlineWrites, Writes
 
 _WHERE_KEYS = ("node_id", "hostname", "device_name")

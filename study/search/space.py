@@ -3,7 +3,7 @@
 eps is a *conditional* parameter: it is suggested only when the sampled norm is an INSGD
 norm, so an SGD trial never pretends to have one (Optuna records no eps for it, and TPE
 with ``group=True`` models the two sub-spaces separately). A `Point` is one configuration;
-each point runs once per seed, and the seed is not part of the space (see `study.search`).
+each point runs once per seed, and the seed is not part of the space (see `study.search.searcher`).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def define_space(config: StudyConfig) -> Callable[[Any], dict[str, Any]]:
     """The define-by-run space for OptunaSearch (`trial` is an optuna.Trial or Ray's captor).
 
     It returns the values it suggested, so a searcher needs no captor to learn them
-    (`study.search.StudyOptunaSearch`); with Ray's captor the result is the same.
+    (`study.search.searcher.StudyOptunaSearch`); with Ray's captor the result is the same.
     """
     norms = list(config.norms)
     insgd = bool(config.insgd_norms)

@@ -1,7 +1,7 @@
 """The Ray Tune trainable: a plain function of a trial's config that trains and reports.
 
 Everything a trial needs is its Tune config (its norm, lr, eps and seed) and the study's
-`TrialTemplates` (`study.trial_config`: the rest of its `TrainConfig`), which `bind`
+`TrialTemplates` (`study.run.trial_config`: the rest of its `TrainConfig`), which `bind`
 pickles once with the function instead of into every trial's config. So this module
 holds no study logic: it picks the device, restores the last per-epoch checkpoint if
 Tune restarted the trial after a worker died, and hands every epoch to `tune.report`
@@ -10,7 +10,7 @@ finished trial is never resumed.
 A worker that dies after that report but before Tune sees the trial end restarts it from
 the epoch before, and the last epoch runs again.
 Workers never touch the database; the driver records what they report
-(`study.recorder`). Each report carries where the trial ran (Ray node id, hostname,
+(`study.run.recorder`). Each report carries where the trial ran (Ray node id, hostname,
 device) and the epoch it resumed from, so the driver can tell a restart from a resume.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from study.trial_config import TrialTemplates
+    from study.run.trial_config import TrialTemplates
     from trainers.config import TrainConfig
 
 CHECKPOINT_FILE = "trial.pt"

@@ -10,7 +10,7 @@ WAITING (enqueued) ones. In a study of short trials the driver's CPU per trial i
 a trial costs on top of bare Ray Tune, and these reads were most of Optuna's share.
 
 In a study the driver is the only writer of its RUNNING Optuna trials (workers never
-touch Optuna; `study.runner` lets one launch run a study at a time), so
+touch Optuna; `study.run.runner` lets one launch run a study at a time), so
 `DriverStorage` keeps a copy of each trial it created or started, kept in step by its
 own writes, which still go to the database first (write-through: the dashboard and any
 reader see exactly what they did before). When the trial finishes, the copy, completed

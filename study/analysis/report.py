@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from study.analysis import Analysis, Comparison, VariantSummary
-from study.robustness import RobustnessReport
+from study.analysis.robustness import RobustnessReport
+from study.analysis.summary import Analysis, Comparison, VariantSummary
 
 JSON_SCHEMA_VERSION = 1
 

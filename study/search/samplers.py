@@ -8,7 +8,7 @@
 - ``qmc``: scrambled Sobol; covers the (norm, lr, eps) box more evenly than random for the
   same budget. Its space is fixed by the first trial, so a conditional eps the first trial
   lacked is sampled independently (at random) afterwards.
-- ``grid``: every point is enqueued with its fixed parameters (see `study.search`), so the
+- ``grid``: every point is enqueued with its fixed parameters (see `study.search.searcher`), so the
   sampler only has to exist; a seeded RandomSampler is the cheapest that does.
 """
 

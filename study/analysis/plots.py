@@ -25,8 +25,8 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
 
-from study.analysis import Analysis, VariantSummary  # noqa: E402
-from study.metrics import is_insgd  # noqa: E402
+from study.analysis.metrics import is_insgd  # noqa: E402
+from study.analysis.summary import Analysis, VariantSummary  # noqa: E402
 
 FIGURE_FILES = {
     "accuracy_vs_lr": "accuracy_vs_lr.png",

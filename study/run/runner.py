@@ -34,7 +34,7 @@ from typing import Any, TextIO
 from storage.errors import StorageError
 from study.config import MergedConfig, StudyConfig
 from study.errors import UsageError
-from study.space import Point, find_point, grid_points
+from study.search.space import Point, find_point, grid_points
 
 FINISHED_STATES = ("COMPLETE", "PRUNED")
 #: Samplers whose next configuration does not depend on earlier results (grid points are
@@ -46,7 +46,7 @@ HISTORY_FREE_SAMPLERS = frozenset({"random", "qmc", "grid"})
 class Plan:
     """What one launch runs: groups with their missing seeds, and how many trials in all."""
 
-    groups: list[Any]  # study.search.Group (imported lazily: it needs ray)
+    groups: list[Any]  # study.search.searcher.Group (imported lazily: it needs ray)
     sample: bool
     budget: int
     first_number: int
@@ -78,7 +78,7 @@ def prepare(merged: MergedConfig) -> Prepared:
 
     parse_url(url)  # a malformed URL is a StorageError before any file is created
     if config.address:
-        from study.raysetup import check_address
+        from study.run.raysetup import check_address
 
         check_address(config.address)
     config = replace(config, data_dir=_absolute_data_dir(config.data_dir))
@@ -145,7 +145,7 @@ def make_plan(
     trial numbers of finished trials to {epoch: val accuracy} for the groups' Optuna
     intermediate values.
     """
-    from study.search import Group, SeedOutcome, objective
+    from study.search.searcher import Group, SeedOutcome, objective
 
     finished = [r for r in rows if r.state in FINISHED_STATES]
     first_number = max((r.trial_number for r in rows), default=-1) + 1
@@ -198,9 +198,9 @@ def make_plan(
 def run_study(merged: MergedConfig, out: TextIO | None = None) -> int:
     """`insgd-study launch`: check, plan, run on Ray Tune, summarize. Returns the exit code.
 
-    The garbage collector is paused from here until Tune's loop starts (`study.collector`:
+    The garbage collector is paused from here until Tune's loop starts (`study.run.collector`:
     the imports of a fresh driver otherwise set off a second of full collections)."""
-    from study.collector import collector_paused
+    from study.run.collector import collector_paused
 
     with collector_paused() as resume_collector:
         return _run_study(merged, out or sys.stdout, resume_collector)
@@ -209,12 +209,12 @@ def run_study(merged: MergedConfig, out: TextIO | None = None) -> int:
 def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[], None]) -> int:
     prepared = prepare(merged)
     config = prepared.config
-    from study.raysetup import quiet_environment
+    from study.run.raysetup import quiet_environment
 
     quiet_environment(config.verbose)
     import storage
     from storage.urls import mask_url
-    from study.progress import summary_table
+    from study.run.progress import summary_table
 
     shown = mask_url(prepared.url)
     finished_before = sum(r.state in FINISHED_STATES for r in prepared.rows)
@@ -228,8 +228,8 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
         _say(out, summary_table(storage.queries.list_trials(prepared.engine, config.name)))
         return 0
 
-    from study.collector import collector_off
-    from study.raysetup import ray_session
+    from study.run.collector import collector_off
+    from study.run.raysetup import ray_session
 
     started = time.monotonic()
     with (
@@ -272,7 +272,7 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
         )
         rows = storage.queries.list_trials(prepared.engine, config.name)
         # drawn while a local Ray shuts down (1.4 s of waiting for its processes), with no
-        # automatic garbage collection until it is down (`study.collector.collector_off`)
+        # automatic garbage collection until it is down (`study.run.collector.collector_off`)
         report = None
         if emitted:
             until_ray_is_down.enter_context(collector_off())
@@ -317,23 +317,23 @@ def _fit(
 ) -> int:
     """Run the plan on Ray Tune; returns how many trials were handed to Tune (fewer than
     the budget when the run was interrupted, e.g. by Ctrl-C, which Tune handles itself).
-    `resume_collector` runs once Tune is set up, just before its loop (`study.collector`)."""
+    `resume_collector` runs once Tune is set up, just before its loop (`study.run.collector`)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from study.collector import freeze_long_lived
-    from study.optuna_storage import DriverStorage
-    from study.progress import Best, Progress, best_per_variant
-    from study.recorder import Recorder
-    from study.samplers import make_sampler
-    from study.search import METRIC, MODE, SeededSearch, StudyOptunaSearch
-    from study.space import define_space
-    from study.trainable import bind, run_trial
-    from study.trial_config import TrialTemplates
-    from study.warmup import ReportWarmup
+    from study.run.collector import freeze_long_lived
+    from study.run.progress import Best, Progress, best_per_variant
+    from study.run.recorder import Recorder
+    from study.run.trainable import bind, run_trial
+    from study.run.trial_config import TrialTemplates
+    from study.run.warmup import ReportWarmup
+    from study.search.optuna_storage import DriverStorage
+    from study.search.samplers import make_sampler
+    from study.search.searcher import METRIC, MODE, SeededSearch, StudyOptunaSearch
+    from study.search.space import define_space
     from study.writes import BackgroundWrites
 
-    # the driver's own RUNNING Optuna trials are served from memory (study.optuna_storage)
+    # the driver's own RUNNING Optuna trials are served from memory (study.search.optuna_storage)
     optuna_storage = DriverStorage(optuna_rdb_storage(prepared.url))
     clean_optuna_study(optuna_storage, config.name)
     optuna_search = StudyOptunaSearch(
@@ -417,7 +417,7 @@ def _fit(
 def optuna_rdb_storage(url: str) -> Any:
     """Optuna's RDBStorage on the results database (same driver, SQLite busy timeout)."""
     from storage.urls import is_sqlite, normalize_url
-    from study.optuna_storage import rdb_storage
+    from study.search.optuna_storage import rdb_storage
 
     normalized = normalize_url(url)
     sqlite = is_sqlite(normalized)
@@ -503,7 +503,7 @@ def _finished_curves(
     if config.seeds == 1 or not any(r.state in FINISHED_STATES for r in rows):
         return {}
     import storage
-    from study.search import objective
+    from study.search.searcher import objective
 
     curves: dict[int, dict[int, float]] = {}
     for epoch in storage.queries.study_epochs(engine, config.name):
@@ -554,7 +554,7 @@ def _report_in_background(url: str, name: str) -> Future[list[str]]:
     1.4 s of waiting for Ray's processes to exit, time in which the report's 0.4-0.6 s of
     queries and drawing get the interpreter nearly to themselves.
     """
-    from study.dashboard import publish_report
+    from study.analysis.dashboard import publish_report
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="insgd-report")
     try:

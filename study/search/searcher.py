@@ -19,7 +19,7 @@ wraps `OptunaSearch`:
 Fixed points (every grid point, and on ``--resume`` the configurations whose seeds are
 missing) are enqueued in Optuna right before they are asked for, so Optuna's history holds
 them like sampled ones. Which trials exist is decided from the results database, not from
-Tune's experiment state, which is why `save`/`restore` keep nothing (see `study.runner`).
+Tune's experiment state, which is why `save`/`restore` keep nothing (see `study.run.runner`).
 
 Every Optuna call goes through `writes` (`study.writes`): in a launch, one background
 thread in submission order, so reports and tells leave the driver's event loop while asks
@@ -47,7 +47,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from study.config import StudyConfig
-from study.space import Point, variant_of
+from study.search.space import Point, variant_of
 from study.writes import InlineWrites, Writes
 
 METRIC = "val_accuracy"
@@ -121,7 +121,7 @@ class StudyOptunaSearch(OptunaSearch):
         Ray wraps the Optuna trial in a captor that, at every `suggest_*` call, builds
         the method's signature (`inspect.signature`) to learn the parameter's name, on
         the writes thread before every trial. The study's space
-        (`study.space.define_space`) returns what it suggested, which is all Ray's
+        (`study.search.space.define_space`) returns what it suggested, which is all Ray's
         method returns here (its captured values, updated with the space's own).
         """
         values = func(ot_trial)
@@ -162,7 +162,7 @@ class StudyOptunaSearch(OptunaSearch):
         """All of a trial's user attributes in one transaction where the storage allows it.
 
         Optuna commits each `set_user_attr` on its own; a `DriverStorage`
-        (`study.optuna_storage`) writes the same rows in one transaction. Any other
+        (`study.search.optuna_storage`) writes the same rows in one transaction. Any other
         storage gets one call per attribute.
         """
         trial = self._ot_trials.get(key)

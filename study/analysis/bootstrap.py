@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from study.metrics import LrGroup
+from study.analysis.metrics import LrGroup
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_LEVEL = 0.95

@@ -18,14 +18,14 @@ from typing import Any
 
 from ray.tune import Callback
 
-#: What the end-of-study report imports (`study.dashboard.publish_report`).
+#: What the end-of-study report imports (`study.analysis.dashboard.publish_report`).
 REPORT_MODULES = (
-    "study.robustness",
-    "study.importance",
+    "study.analysis.robustness",
+    "study.analysis.importance",
     "optuna.importance",
-    "study.plots",
-    "study.report",
-    "study.dashboard",
+    "study.analysis.plots",
+    "study.analysis.report",
+    "study.analysis.dashboard",
     "optuna.artifacts",
     "optuna_dashboard",
 )
@@ -33,7 +33,7 @@ REPORT_MODULES = (
 
 class ReportWarmup(Callback):
     """Imports the report's modules in a daemon thread from the first trial's start on,
-    then calls `then` (a launch passes `study.collector.freeze_long_lived`).
+    then calls `then` (a launch passes `study.run.collector.freeze_long_lived`).
 
     A failed import is ignored here: the report imports the module again and reports the
     error as it always has.

@@ -1,7 +1,7 @@
 """Defaults of the robustness report, in a module light enough for the CLI to import.
 
 `insgd-study --help` builds every subcommand's parser; importing numpy (via
-`study.analysis`) just to print a default would slow every command down.
+`study.analysis.summary`) just to print a default would slow every command down.
 """
 
 DEFAULT_TOLERANCE = 0.01

@@ -9,9 +9,9 @@ them cost the driver ~0.2 ms a trial more than the trial's own values do
 So the Tune config of a study's trial holds only the trial's own values
 (`SeededSearch.suggest`), and everything else, the same for every trial of a norm, is a
 `TrialTemplates` built once per launch. It travels with the trainable (pickled once with
-it, `study.trainable.bind`) and is merged back where a complete config is needed: on the
+it, `study.run.trainable.bind`) and is merged back where a complete config is needed: on the
 worker, which trains it, and in the driver, whose results row stores it
-(`study.recorder`). `options` gives exactly what `StudyConfig.train_config` gives.
+(`study.run.recorder`). `options` gives exactly what `StudyConfig.train_config` gives.
 """
 
 from __future__ import annotations

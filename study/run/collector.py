@@ -10,7 +10,7 @@ So a launch pauses the collector while it imports and sets up (`collector_paused
 before Tune's loop starts, `resume` moves everything alive into the permanent generation
 (`gc.freeze`) and turns collection back on: later collections walk only what the study
 creates. The report's imports, made in the background once the first trial has started
-(`study.warmup`), are frozen the same way when they are done (`freeze_long_lived`). The
+(`study.run.warmup`), are frozen the same way when they are done (`freeze_long_lived`). The
 pause never lasts into Tune's loop, however long trials wait for resources there.
 
 What this costs: reference cycles that were already garbage when frozen are never

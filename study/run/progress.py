@@ -18,9 +18,9 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from study.recorder import error_text, last_line
-from study.search import objective, stopped_early
-from study.space import variant_of
+from study.run.recorder import error_text, last_line
+from study.search.searcher import objective, stopped_early
+from study.search.space import variant_of
 
 
 @dataclass

@@ -3,7 +3,7 @@
 `analyze_points` turns `TrialPoint`s into one `VariantSummary` per variant
 ("sgd", "insgd-l1", "insgd-l2", ...) plus the INSGD-minus-SGD comparisons; it is
 pure (no database, no Optuna) so it is tested on hand-made numbers. Loading a
-stored study and adding parameter importances is `study.robustness`.
+stored study and adding parameter importances is `study.analysis.robustness`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from study.bootstrap import DEFAULT_RESAMPLES, percentile_interval, resample_group_means
-from study.metrics import (
+from study.analysis.bootstrap import DEFAULT_RESAMPLES, percentile_interval, resample_group_means
+from study.analysis.metrics import (
     Grouping,
     LrGroup,
     TrialPoint,
@@ -29,7 +29,7 @@ from study.metrics import (
     max_stable_lr,
     window_decades,
 )
-from study.report_options import DEFAULT_BINS, DEFAULT_TOLERANCE
+from study.analysis.options import DEFAULT_BINS, DEFAULT_TOLERANCE
 
 BASELINE = "sgd"
 INTERVAL_METRICS = ("best_accuracy", "lr_window_decades")
@@ -120,7 +120,7 @@ class Comparison:
 
 @dataclass
 class Analysis:
-    """Everything `analyze_points` computes; rendering is `study.report`'s job."""
+    """Everything `analyze_points` computes; rendering is `study.analysis.report`'s job."""
 
     tolerance: float
     grouping: Grouping

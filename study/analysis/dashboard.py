@@ -16,13 +16,12 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from study.analysis.optuna_study import open_optuna_study, optuna_study_exists, optuna_url
 from study.errors import UsageError
 
 ARTIFACT_ENV = "INSGD_ARTIFACT_DIR"
@@ -48,47 +47,6 @@ def default_artifact_dir(url: str) -> Path:
     return Path("artifacts")
 
 
-def optuna_url(url: str) -> str:
-    """`url` with its driver spelled out (psycopg 3 for PostgreSQL), as our tables use it:
-    Optuna given a bare `postgresql://` would look for psycopg2, which is not installed."""
-    from storage import normalize_url
-
-    return normalize_url(url)
-
-
-def optuna_study_exists(url: str, study_name: str) -> bool:
-    """Whether Optuna's tables hold `study_name`, without letting Optuna create its tables."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(optuna_url(url))
-    try:
-        if not sa.inspect(engine).has_table("studies"):
-            return False
-        with engine.connect() as conn:
-            found = conn.execute(
-                sa.text("SELECT 1 FROM studies WHERE study_name = :n"), {"n": study_name}
-            ).first()
-        return found is not None
-    finally:
-        engine.dispose()
-
-
-@contextmanager
-def open_optuna_study(url: str, study_name: str) -> Iterator[Any]:
-    """The Optuna study, its storage's connections closed on exit (a long-running
-    launch or a test dropping the database must not be left holding them)."""
-    import optuna
-
-    from study.optuna_storage import rdb_storage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = rdb_storage(optuna_url(url))
-    try:
-        yield optuna.load_study(study_name=study_name, storage=storage)
-    finally:
-        storage.engine.dispose()
-
-
 def attach_report_to_optuna(
     url: str,
     study_name: str,
@@ -108,7 +66,7 @@ def attach_report_to_optuna(
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact
     from optuna_dashboard import save_note
 
-    from study.report import render_markdown
+    from study.analysis.report import render_markdown
 
     if not optuna_study_exists(url, study_name):
         raise UsageError(f"no Optuna study named {study_name!r} to attach the report to")
@@ -170,8 +128,8 @@ def publish_report(
     `StorageError` for database trouble: a caller that must not fail on the
     report (the end of a long study) catches both and prints one line.
     """
-    from study.report_options import DEFAULT_BINS, DEFAULT_TOLERANCE
-    from study.robustness import build_report
+    from study.analysis.options import DEFAULT_BINS, DEFAULT_TOLERANCE
+    from study.analysis.robustness import build_report
 
     if not optuna_study_exists(url, study_name):
         return []
@@ -188,8 +146,8 @@ def publish_report(
 
 def write_report_files(report: Any, out_dir: Path) -> dict[str, Path]:
     """Figures, `report.html` and `report.json` into `out_dir`; returns the figures."""
-    from study.plots import render_figures
-    from study.report import render_html, report_json
+    from study.analysis.plots import render_figures
+    from study.analysis.report import render_html, report_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = render_figures(report.analysis, report.curves, out_dir, title=report.study)
