@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 GROUPINGS = ("exact", "log-bins")
+FROZEN_SUFFIX = "-frozen"
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,14 @@ def variant_name(
     norm: str | None = None,
     normalizer: str | None = "log",
     granularity: str | None = "layer",
+    beta: float | None = None,
 ) -> str:
     """The variant label a report compares: "sgd", "insgd-l1", "insgd-l2", plus suffixes.
 
     "-nlms" marks the plain NLMS normalizer and "-channel" the per-channel input
     energy: they are different algorithms, so their trials must not be pooled.
+    "-frozen" marks beta = 1, the control whose normalizer stays at its first step's
+    value: it separates INSGD's adaptivity from a per-layer rescale of the step.
     """
     if optimizer == "sgd" or norm in (None, "none", ""):
         return "sgd"
@@ -117,7 +121,35 @@ def variant_name(
         name += "-nlms"
     if granularity == "channel":
         name += "-channel"
+    if beta is not None and float(beta) == 1.0:
+        name += FROZEN_SUFFIX
     return name
+
+
+def frozen_control_of(variant: str) -> str | None:
+    """The frozen-normalizer control of an INSGD variant ("insgd-l2" -> "insgd-l2-frozen"),
+    None for SGD and for a control itself."""
+    if not is_insgd(variant) or variant.endswith(FROZEN_SUFFIX):
+        return None
+    return variant + FROZEN_SUFFIX
+
+
+def is_frozen(variant: str) -> bool:
+    return variant.endswith(FROZEN_SUFFIX)
+
+
+#: datasets whose class count is not the default 10 (chance accuracy is 1 / classes)
+NUM_CLASSES = {"cifar100": 100, "imagenet": 1000}
+
+
+def chance_accuracy(dataset: str | None, dataset_options: dict[str, Any] | None = None) -> float:
+    """1 / number of classes: what a net stuck at a uniform guess scores. A range's threshold
+    is measured up from here, so a curve flat at chance is never called "robust"."""
+    options = dataset_options or {}
+    classes = options.get("num_classes") if dataset == "synthetic" else None
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 2:
+        classes = NUM_CLASSES.get(str(dataset), 10)
+    return 1.0 / classes
 
 
 def is_insgd(variant: str) -> bool:
@@ -143,6 +175,7 @@ def point_from_row(row: Any) -> TrialPoint:
         getattr(row, "norm", None),
         getattr(row, "normalizer", "log"),
         getattr(row, "granularity", "layer"),
+        getattr(row, "beta", None),
     )
     seed = getattr(row, "seed", None)
     batchnorm = getattr(row, "batchnorm", None)

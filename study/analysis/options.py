@@ -9,3 +9,6 @@ DEFAULT_TOLERANCE = 0.01
 
 DEFAULT_BINS = 8
 """Log-spaced lr bins for studies that did not sample a grid."""
+
+DEFAULT_LEVELS = (0.5, 0.9, 0.95)
+"""A range keeps at least this fraction of the variant's gain over chance (`--levels`)."""

@@ -30,10 +30,17 @@ from study.analysis.summary import Analysis, VariantSummary  # noqa: E402
 
 FIGURE_FILES = {
     "accuracy_vs_lr": "accuracy_vs_lr.png",
+    "range_widths": "range_widths.png",
     "eps_sensitivity": "eps_sensitivity.png",
     "learning_curves": "learning_curves.png",
 }
-_COLORS = {"sgd": "#444444", "insgd-l1": "#1f77b4", "insgd-l2": "#d62728"}
+_COLORS = {
+    "sgd": "#444444",
+    "insgd-l1": "#1f77b4",
+    "insgd-l2": "#d62728",
+    "insgd-l1-frozen": "#7fb3d9",
+    "insgd-l2-frozen": "#f08a8b",
+}
 _FALLBACK = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 DPI = 110
 
@@ -96,17 +103,25 @@ def color_for(variant: str) -> str:
 
 
 def plot_accuracy_vs_lr(analysis: Analysis, path: Path, title: str = "") -> Path:
-    """Group mean accuracy vs lr per variant, the range over seeds as a band, diverged as x."""
+    """Group mean accuracy vs lr per variant, the range over seeds as a band, diverged as x;
+    each variant's lr range at the headline level drawn as a bracket at its threshold
+    (an open arrow where the range is censored: it goes on past the lrs studied)."""
     settings = analysis.settings
     fig = Figure(figsize=(7.5, 4.2 * len(settings)), dpi=DPI)
     _margins(fig, rows=len(settings), hspace=0.9)
     axes = fig.subplots(len(settings), 1, squeeze=False)[:, 0]
     for ax, setting in zip(axes, settings, strict=True):
-        for v in (v for v in analysis.variants if v.setting == setting):
+        shown = [v for v in analysis.variants if v.setting == setting]
+        for v in shown:
             _draw_variant_curve(ax, v)
+        for i, v in enumerate(shown):
+            _draw_range_bracket(ax, v, analysis.headline_level, i, len(shown))
         _log_x(ax)
         ax.set_ylim(-0.03, 1.03)
-        ax.set_xlabel("learning rate")
+        ax.set_xlabel(
+            f"learning rate  (brackets: range keeping {100 * float(analysis.headline_level):g}%"
+            " of the gain over chance; arrow: censored)"
+        )
         ax.set_ylabel("final validation accuracy")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="best", fontsize=8)
@@ -140,6 +155,77 @@ def _draw_variant_curve(ax: Any, v: VariantSummary) -> None:
             color=color,
             label=f"{v.variant} diverged ({len(bad)})",
         )
+
+
+def _draw_range_bracket(ax: Any, v: VariantSummary, key: str, index: int, count: int) -> None:
+    """The variant's range at level `key`: a horizontal bracket at its threshold, from
+    lr_low to lr_high; censored ends get an arrow head pointing off the studied lrs."""
+    r = v.ranges.get(key)
+    if r is None or r.at_chance:
+        return
+    color = color_for(v.variant)
+    threshold = v.chance + float(key) * (v.best_accuracy - v.chance)
+    # brackets of variants with equal thresholds would overlap: offset them a little
+    y = threshold - 0.012 * index
+    ax.hlines(y, r.lr_low, r.lr_high, colors=color, linewidth=2.2, alpha=0.9)
+    for lr, censored, direction in (
+        (r.lr_low, r.censored_low, "<"),
+        (r.lr_high, r.censored_high, ">"),
+    ):
+        if censored:
+            ax.plot([lr], [y], marker=direction, color=color, markersize=7)
+        else:
+            ax.vlines(lr, y - 0.02, y + 0.02, colors=color, linewidth=2.2)
+
+
+def plot_range_widths(analysis: Analysis, path: Path) -> Path | None:
+    """Range width (decades) per level and variant, with 95% bootstrap intervals; a
+    censored width (a lower bound) is an open triangle pointing up."""
+    settings = analysis.settings
+    keys = analysis.level_keys
+    if not any(v.ranges for v in analysis.variants):
+        return None
+    fig = Figure(figsize=(7.5, 3.6 * len(settings)), dpi=DPI)
+    _margins(fig, rows=len(settings), hspace=0.9)
+    axes = fig.subplots(len(settings), 1, squeeze=False)[:, 0]
+    for ax, setting in zip(axes, settings, strict=True):
+        shown = [v for v in analysis.variants if v.setting == setting]
+        width = 0.8 / max(len(shown), 1)
+        for i, v in enumerate(shown):
+            color = color_for(v.variant)
+            for j, key in enumerate(keys):
+                r = v.ranges.get(key)
+                if r is None:
+                    continue
+                x = j - 0.4 + width * (i + 0.5)
+                iv = v.range_interval(key)
+                if iv is not None and iv.low is not None and iv.high is not None:
+                    ax.vlines(x, iv.low, iv.high, colors=color, linewidth=1.5)
+                marker = "x" if r.at_chance else ("^" if r.censored else "o")
+                face = "none" if r.censored else color
+                ax.scatter(
+                    [x],
+                    [r.decades],
+                    marker=marker,
+                    s=36,
+                    facecolors=face if marker != "x" else color,
+                    edgecolors=color,
+                    label=v.variant if j == 0 else None,
+                )
+        ax.set_xticks(range(len(keys)))
+        ax.set_xticklabels([f"{100 * float(k):g}% of gain" for k in keys])
+        ax.set_xlim(-0.6, len(keys) - 0.4)
+        ax.set_ylabel("lr range (decades)")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+        ax.set_title(
+            (f"{setting}: " if len(settings) > 1 else "")
+            + "lr range width by level (bars: 95% CI; open triangle: censored, a lower bound; "
+            "x: at chance)",
+            fontsize=9,
+        )
+    fig.savefig(path)
+    return path
 
 
 def plot_eps_sensitivity(analysis: Analysis, path: Path) -> Path | None:
@@ -265,6 +351,7 @@ def render_figures(
     files = {name: out_dir / filename for name, filename in FIGURE_FILES.items()}
     written = {
         "accuracy_vs_lr": plot_accuracy_vs_lr(analysis, files["accuracy_vs_lr"], title),
+        "range_widths": plot_range_widths(analysis, files["range_widths"]),
         "eps_sensitivity": plot_eps_sensitivity(analysis, files["eps_sensitivity"]),
         "learning_curves": plot_learning_curves(curves, files["learning_curves"]),
     }

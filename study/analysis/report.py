@@ -15,10 +15,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from study.analysis.metrics import FROZEN_SUFFIX, is_frozen, is_insgd
+from study.analysis.ranges import WidthDifference
 from study.analysis.robustness import RobustnessReport
-from study.analysis.summary import Analysis, Comparison, VariantSummary
+from study.analysis.summary import BASELINE, Analysis, Comparison, Interval, VariantSummary
 
-JSON_SCHEMA_VERSION = 1
+JSON_SCHEMA_VERSION = 2
 
 
 # ---------------------------------------------------------------- formatting helpers
@@ -43,12 +45,6 @@ def _interval(summary: VariantSummary, metric: str, scale: float, digits: int) -
     return f" [{scale * iv.low:.{digits}f}, {scale * iv.high:.{digits}f}]"
 
 
-def _points(tolerance: float) -> str:
-    """A tolerance (fraction) in accuracy points: 0.01 -> "1 accuracy point"."""
-    value = 100.0 * tolerance
-    return f"{value:g} accuracy point{'' if value == 1 else 's'}"
-
-
 def _grouping_text(analysis: Analysis) -> str:
     if analysis.grouping.mode == "exact":
         return "trials grouped by exact lr"
@@ -57,12 +53,124 @@ def _grouping_text(analysis: Analysis) -> str:
 
 # ---------------------------------------------------------------- verdicts
 
+GE = "\u2265"  # "≥": a censored range is a lower bound on the width
+
+
+def range_text(v: VariantSummary, key: str, *, interval: bool = True) -> str:
+    """ "1.55 decades [1.3, 1.8] (lr 0.011-0.40)", "≥ 0.78 decades (lr 0.01-0.061, censored
+    below)", or "does not learn" for a variant whose best is no gain over chance."""
+    r = v.ranges.get(key)
+    if r is None:
+        return "-"
+    if r.at_chance:
+        return f"does not learn (best {pct(v.best_accuracy)} vs chance {pct(v.chance)})"
+    text = f"{GE} " if r.censored else ""
+    text += f"{r.decades:.2f} decades"
+    iv = v.range_interval(key) if interval else None
+    if iv is not None and iv.low is not None and iv.high is not None:
+        text += f" [{iv.low:.2f}, {iv.high:.2f}]"
+    text += f" (lr {lr_str(r.lr_low)}-{lr_str(r.lr_high)}"
+    sides = [s for s, c in (("below", r.censored_low), ("above", r.censored_high)) if c]
+    if sides:
+        text += ", censored " + " and ".join(sides)
+    return text + ")"
+
+
+def _range_cell(v: VariantSummary, key: str) -> str:
+    r = v.ranges.get(key)
+    if r is None:
+        return "-"
+    if r.at_chance:
+        return "at chance"
+    cell = (f"{GE}" if r.censored else "") + f"{r.decades:.2f}"
+    iv = v.range_interval(key)
+    if iv is not None and iv.low is not None and iv.high is not None:
+        cell += f" [{iv.low:.2f}, {iv.high:.2f}]"
+    return cell
+
+
+def width_diff_text(d: WidthDifference) -> str:
+    """A range-width difference as the data allow: a bound where a side is censored, an
+    interval where there were seeds to resample, and the word that goes with it."""
+    body = f"{_signed(d.difference)} decades"
+    if d.interval is not None:
+        body += f" [{_signed(d.interval[0])}, {_signed(d.interval[1])}]"
+    if not d.comparable:
+        return body + ", not comparable (censored or at chance on both sides)"
+    if d.bound == "at_least":
+        body = "at least " + body
+    elif d.bound == "at_most":
+        body = "at most " + body
+    if d.interval is None:
+        return body + ", one seed only, so no interval"
+    if d.clear:
+        return body + (", clearly wider" if d.difference > 0 else ", clearly narrower")
+    return body + ", no clear difference"
+
+
+def _interval_diff_text(iv: Interval, scale: float, unit: str) -> str:
+    body = f"{_signed(scale * iv.estimate)} {unit}"
+    if iv.low is None or iv.high is None:
+        return body + " (one seed, no interval)"
+    body += f" [{_signed(scale * iv.low)}, {_signed(scale * iv.high)}]"
+    return body + ("" if iv.excludes_zero() else ", no clear difference")
+
+
+def _shift_text(shift: float | None) -> str:
+    if shift is None:
+        return ""
+    if abs(shift) < 1e-9:
+        return "best lr the same"
+    return f"best lr {abs(shift):.2f} decades {'higher' if shift > 0 else 'lower'}"
+
+
+def range_verdicts(report: RobustnessReport) -> list[str]:
+    """One sentence per INSGD variant, leading with the answer: its range at the headline
+    level vs SGD's, the difference as the data allow, the best-lr shift, and what its
+    frozen control says about adaptivity. A frozen control whose INSGD variant was not
+    run gets a sentence of its own."""
+    a = report.analysis
+    key = a.headline_level
+    q = f"{100 * float(key):g}%"
+    out = []
+    for setting in a.settings:
+        prefix = f"[{setting}] " if len(a.settings) > 1 else ""
+        variants = {v.variant: v for v in a.variants if v.setting == setting}
+        comps = {(c.variant, c.baseline): c for c in a.comparisons if c.setting == setting}
+        for name, v in variants.items():
+            if not is_insgd(name):
+                continue
+            if is_frozen(name) and name.removesuffix(FROZEN_SUFFIX) in variants:
+                continue  # spoken of in its variant's sentence
+            r = v.ranges.get(key)
+            if r is not None and r.at_chance:
+                parts = [f"{name} {range_text(v, key)}"]
+            else:
+                parts = [f"{name} keeps {q} of its gain over chance over {range_text(v, key)}"]
+            base = variants.get(BASELINE)
+            c = comps.get((name, BASELINE))
+            if base is not None and c is not None:
+                parts[0] += f" vs {BASELINE} {range_text(base, key)}"
+                if key in c.ranges:
+                    parts.append(width_diff_text(c.ranges[key]))
+                shift = _shift_text(c.best_lr_shift_decades)
+                if shift:
+                    parts.append(shift)
+            control = variants.get(name + FROZEN_SUFFIX)
+            cc = comps.get((name, name + FROZEN_SUFFIX))
+            if control is not None and cc is not None and key in cc.ranges:
+                parts.append(
+                    f"its frozen control covers {range_text(control, key)}: adaptivity adds "
+                    + width_diff_text(cc.ranges[key])
+                )
+            out.append(prefix + "; ".join(parts) + ".")
+    return out
+
 
 _VERDICT_METRICS: tuple[tuple[str, str, bool], ...] = (
     # (metric, title, higher is better)
     ("best_accuracy", "Best accuracy", True),
-    ("lr_window_decades", "LR window", True),
-    ("max_stable_lr", "Max stable lr", True),
+    ("max_trainable_lr", "Max trainable lr (no divergence, half the gain over chance kept)", True),
     ("divergence_rate", "Divergence rate", False),
     ("auc", "Accuracy averaged over the lr range (AUC)", True),
 )
@@ -74,11 +182,9 @@ def _metric_text(metric: str, v: VariantSummary) -> str:
         return f"{pct(value)} at lr {lr_str(v.best_lr)}"
     if metric == "lr_window_decades":
         return f"{value:.2f} decades"
-    if metric == "max_stable_lr":
+    if metric == "max_trainable_lr":
         if value is None:
-            return "none (diverged at every lr)"
-        # Not diverging is not learning: a run stuck at chance accuracy is "stable" too,
-        # so the accuracy there goes with the lr.
+            return "none (no lr trains without divergence)"
         there = next((g.mean for g in v.groups if g.lr == value), None)
         return f"lr {lr_str(value)}" + ("" if there is None else f" at {pct(there)} accuracy")
     return pct(value, 1)
@@ -87,30 +193,25 @@ def _metric_text(metric: str, v: VariantSummary) -> str:
 def _diff_text(metric: str, c: Comparison) -> str:
     iv = c.differences[metric]
     if metric == "best_accuracy":
-        body = (
-            f"{_signed(100 * iv.estimate)} points [{_signed(100 * iv.low)}, "
-            f"{_signed(100 * iv.high)}]"
-        )
+        body = _interval_diff_text(iv, 100.0, "points")
+    elif metric == "auc":
+        body = _interval_diff_text(iv, 100.0, "points")
     else:
-        body = f"{_signed(iv.estimate)} decades [{_signed(iv.low)}, {_signed(iv.high)}]"
-    if not iv.excludes_zero():
-        word = "no clear difference"
-    else:
-        word = "INSGD better" if iv.estimate > 0 else "SGD better"
-    return f"{c.variant} - {c.baseline} = {body}, {word}"
+        body = _interval_diff_text(iv, 1.0, "decades")
+    return f"{c.variant} - {c.baseline} = {body}"
 
 
 def verdicts(report: RobustnessReport) -> list[str]:
-    """One sentence per metric (per setting when the study has several settings)."""
+    """The range verdicts first (the question the report answers), then one sentence per
+    other metric (per setting when the study has several settings)."""
     analysis = report.analysis
-    tol = _points(analysis.tolerance)
-    out = []
+    out = range_verdicts(report)
     for setting in analysis.settings:
         prefix = f"[{setting}] " if len(analysis.settings) > 1 else ""
         variants = [v for v in analysis.variants if v.setting == setting]
-        comps = [c for c in analysis.comparisons if c.setting == setting]
+        comps = [c for c in analysis.comparisons if c.setting == setting and c.baseline == BASELINE]
         for metric, title, higher in _VERDICT_METRICS:
-            out.append(prefix + _verdict(metric, title, higher, variants, comps, tol))
+            out.append(prefix + _verdict(metric, title, higher, variants, comps))
     return out
 
 
@@ -120,15 +221,12 @@ def _verdict(
     higher: bool,
     variants: Sequence[VariantSummary],
     comps: Sequence[Comparison],
-    tol: str,
 ) -> str:
     def key(v: VariantSummary) -> float:
         value = getattr(v, metric)
         value = -math.inf if value is None else value
         return value if higher else -value
 
-    if metric == "lr_window_decades":
-        title = f"{title} (lrs within {tol} of the variant's best)"
     if len(variants) == 1:
         v = variants[0]
         return f"{title}: {v.variant} {_metric_text(metric, v)} (no other variant to compare)."
@@ -136,6 +234,8 @@ def _verdict(
     top = [v for v in ranked if key(v) == key(ranked[0])]
     others = ", ".join(f"{v.variant} {_metric_text(metric, v)}" for v in ranked if v not in top)
     texts = {_metric_text(metric, v) for v in top}
+    if metric == "max_trainable_lr" and getattr(ranked[0], metric) is None:
+        return f"{title}: none of the variants trains at any lr studied."
     if len(texts) == 1:  # one value (and lr) shared by the leaders
         shared = f"{texts.pop()}"
         leaders = " and ".join(v.variant for v in top)
@@ -151,10 +251,6 @@ def _verdict(
     diffs = [_diff_text(metric, c) for c in comps if metric in c.differences]
     if diffs:
         sentence += "; " + "; ".join(diffs)
-    elif metric in ("best_accuracy", "lr_window_decades") and not any(
-        v.intervals for v in variants
-    ):
-        sentence += "; one seed only, so no intervals"
     return sentence + "."
 
 
@@ -171,6 +267,8 @@ def report_json(
         "study": report.study,
         "tolerance": report.tolerance,
         "bins": report.bins,
+        "levels": list(a.levels),
+        "chance": a.chance,
         "grouping": {"mode": a.grouping.mode, "edges": list(a.grouping.edges) or None},
         "bootstrap_resamples": a.n_resamples,
         "trial_counts": dict(sorted(report.counts.items())),
@@ -201,14 +299,15 @@ Table = tuple[list[str], list[list[str]]]
 
 def variant_table(report: RobustnessReport) -> Table:
     a = report.analysis
+    keys = a.level_keys
     head = [
         "variant",
         "trials",
         "seeds",
         "best acc",
         "best lr",
-        "lr window (dec)",
-        "max stable lr",
+        *(f"range {100 * float(k):g}% (dec)" for k in keys),
+        "max trainable lr",
         "diverged",
         "AUC",
     ]
@@ -219,10 +318,10 @@ def variant_table(report: RobustnessReport) -> Table:
             str(v.n_seeds),
             pct(v.best_accuracy) + _interval(v, "best_accuracy", 100.0, 2),
             lr_str(v.best_lr),
-            f"{v.lr_window_decades:.2f}" + _interval(v, "lr_window_decades", 1.0, 2),
-            lr_str(v.max_stable_lr),
+            *(_range_cell(v, k) for k in keys),
+            lr_str(v.max_trainable_lr),
             pct(v.divergence_rate, 1),
-            pct(v.auc, 1),
+            pct(v.auc, 1) + _interval(v, "auc", 100.0, 1),
         ]
         for v in a.variants
     ]
@@ -233,19 +332,51 @@ def comparison_table(report: RobustnessReport) -> Table | None:
     a = report.analysis
     if not a.comparisons:
         return None
-    head = ["INSGD - SGD", "best acc (points) [95% CI]", "lr window (decades) [95% CI]"]
+    key = a.headline_level
+    head = [
+        "difference",
+        f"range {100 * float(key):g}% (decades) [95% CI]",
+        "best lr shift (dec)",
+        "best acc (points) [95% CI]",
+        "AUC (points) [95% CI]",
+    ]
     rows = []
     for c in a.comparisons:
-        b, w = c.differences["best_accuracy"], c.differences["lr_window_decades"]
-        label = c.variant if len(a.settings) == 1 else f"{c.variant} [{c.setting}]"
+        label = f"{c.variant} - {c.baseline}"
+        if len(a.settings) > 1:
+            label += f" [{c.setting}]"
+        d = c.ranges.get(key)
         rows.append(
             [
                 label,
-                f"{_signed(100 * b.estimate)} [{_signed(100 * b.low)}, {_signed(100 * b.high)}]",
-                f"{_signed(w.estimate)} [{_signed(w.low)}, {_signed(w.high)}]",
+                "-" if d is None else _width_cell(d),
+                "-" if c.best_lr_shift_decades is None else _signed(c.best_lr_shift_decades),
+                _interval_cell(c.differences["best_accuracy"], 100.0),
+                _interval_cell(c.differences["auc"], 100.0),
             ]
         )
     return head, rows
+
+
+def _interval_cell(iv: Interval, scale: float) -> str:
+    cell = _signed(scale * iv.estimate)
+    if iv.low is not None and iv.high is not None:
+        cell += f" [{_signed(scale * iv.low)}, {_signed(scale * iv.high)}]"
+    return cell
+
+
+def _width_cell(d: WidthDifference) -> str:
+    """E.g. "at least +0.77 [+0.5, +1.0]", "+0.35 [+0.1, +0.6] clear", "n/c +0.10"."""
+    cell = _signed(d.difference)
+    if d.interval is not None:
+        cell += f" [{_signed(d.interval[0])}, {_signed(d.interval[1])}]"
+    if not d.comparable:
+        return "not comparable " + cell
+    if d.bound == "at_least":
+        cell = f"{GE} " + cell
+    elif d.bound == "at_most":
+        cell = "\u2264 " + cell
+    return cell + (" clear" if d.clear else "")
 
 
 def lr_table(report: RobustnessReport, setting: str) -> Table:
@@ -341,7 +472,8 @@ def _header(report: RobustnessReport) -> str:
     text = (
         f"Study {report.study!r}: robustness to the learning rate "
         f"({n_complete} COMPLETE trials{'; excluded: ' + dropped if dropped else ''}; "
-        f"{_grouping_text(a)}; lr window tolerance {_points(a.tolerance)})"
+        f"{_grouping_text(a)}; chance {pct(a.chance, 1)}; a range keeps "
+        f"{', '.join(f'{100 * q:g}%' for q in a.levels)} of the gain over chance)"
     )
     if report.preset:
         text += f"\npreset: {report.preset}"
@@ -444,7 +576,11 @@ def _html_table(table: Table) -> str:
 
 
 _FIGURE_TITLES = {
-    "accuracy_vs_lr": "Accuracy vs learning rate (band: range over seeds; x: diverged)",
+    "accuracy_vs_lr": (
+        "Accuracy vs learning rate (band: range over seeds; x: diverged; brackets: each "
+        "variant's lr range)"
+    ),
+    "range_widths": "lr range width per level, with 95% bootstrap intervals",
     "eps_sensitivity": "eps sensitivity of INSGD (colour: learning rate)",
     "learning_curves": "Learning curves of each variant's best trial",
 }
@@ -471,7 +607,7 @@ def render_html(report: RobustnessReport, figures: Mapping[str, Path]) -> str:
         )
     comp = comparison_table(report)
     if comp:
-        parts += ["<h2>INSGD minus SGD</h2>", _html_table(comp)]
+        parts += ["<h2>Differences</h2>", _html_table(comp)]
     parts += ["<h2>Verdict</h2><ul>"]
     parts += [f"<li>{esc(s)}</li>" for s in verdicts(report)]
     parts.append("</ul>")

@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from study.analysis.metrics import TrialPoint, point_from_row
+from study.analysis.metrics import TrialPoint, chance_accuracy, point_from_row
+from study.analysis.options import DEFAULT_LEVELS
 from study.analysis.paper import PaperReference, PaperRow, reference_for
 from study.analysis.summary import (
     DEFAULT_BINS,
@@ -57,6 +58,7 @@ class RobustnessReport:
     bins: int
     analysis: Analysis
     counts: dict[str, int]
+    dataset: str | None = None
     importances: dict[str, Any] = field(default_factory=dict)
     preset: str | None = None
     paper: PaperReference | None = None
@@ -72,6 +74,7 @@ def build_report(
     tolerance: float = DEFAULT_TOLERANCE,
     bins: int = DEFAULT_BINS,
     importances: bool = True,
+    levels: tuple[float, ...] = DEFAULT_LEVELS,
 ) -> RobustnessReport:
     """Load `study_name` from the database at `url` and analyze it.
 
@@ -89,7 +92,17 @@ def build_report(
     if not any(p.state == "COMPLETE" for p in points):
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trials"
         raise UsageError(f"study {study_name!r} has no COMPLETE trials yet ({summary})")
-    analysis = analyze_points(points, tolerance=tolerance, bins=bins, grid=_is_grid(config))
+    dataset = config.get("dataset")
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    chance = chance_accuracy(dataset, train.get("dataset_options"))
+    analysis = analyze_points(
+        points,
+        tolerance=tolerance,
+        bins=bins,
+        grid=_is_grid(config),
+        levels=levels,
+        chance=chance,
+    )
     curves, best = _best_curves(engine, study_name, analysis)
     preset = infer_preset(study_name, config)
     report = RobustnessReport(
@@ -98,6 +111,7 @@ def build_report(
         bins=bins,
         analysis=analysis,
         counts=counts,
+        dataset=dataset if isinstance(dataset, str) else None,
         preset=preset,
         curves=curves,
         best_trials=best,

@@ -1,9 +1,15 @@
 """The robustness-to-learning-rate analysis of a set of trials, variant by variant.
 
 `analyze_points` turns `TrialPoint`s into one `VariantSummary` per variant
-("sgd", "insgd-l1", "insgd-l2", ...) plus the INSGD-minus-SGD comparisons; it is
-pure (no database, no Optuna) so it is tested on hand-made numbers. Loading a
-stored study and adding parameter importances is `study.analysis.robustness`.
+("sgd", "insgd-l1", "insgd-l2", "insgd-l2-frozen", ...) plus the comparisons: each
+INSGD variant minus SGD, and each INSGD variant minus its frozen-normalizer control
+(which separates adaptivity from a per-layer rescale of the step). It is pure (no
+database, no Optuna) so it is tested on hand-made numbers. Loading a stored study and
+adding parameter importances is `study.analysis.robustness`.
+
+The headline metric is the chance-aware lr range (`study.analysis.ranges`): at level
+q, the decades of lr over which the mean accuracy stays above chance + q * (best -
+chance), with censoring where the range reaches the edge of the lrs studied.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import numpy as np
 
 from study.analysis.bootstrap import DEFAULT_RESAMPLES, percentile_interval, resample_group_means
 from study.analysis.metrics import (
+    FROZEN_SUFFIX,
     Grouping,
     LrGroup,
     TrialPoint,
@@ -29,10 +36,25 @@ from study.analysis.metrics import (
     max_stable_lr,
     window_decades,
 )
-from study.analysis.options import DEFAULT_BINS, DEFAULT_TOLERANCE
+from study.analysis.options import DEFAULT_BINS, DEFAULT_LEVELS, DEFAULT_TOLERANCE
+from study.analysis.ranges import (
+    LrRange,
+    WidthDifference,
+    best_lr_shift_decades,
+    compare_widths,
+    lr_range,
+    lr_range_rows,
+    max_trainable_lr,
+)
 
 BASELINE = "sgd"
-INTERVAL_METRICS = ("best_accuracy", "lr_window_decades")
+INTERVAL_METRICS = ("best_accuracy", "lr_window_decades", "auc")
+DEFAULT_CHANCE = 0.1
+
+
+def level_key(level: float) -> str:
+    """A level as the JSON key and label it goes by: 0.9 -> "0.9"."""
+    return f"{float(level):g}"
 
 
 @dataclass(frozen=True)
@@ -40,13 +62,16 @@ class Interval:
     """A point estimate with its bootstrap percentile interval."""
 
     estimate: float
-    low: float
-    high: float
+    low: float | None = None
+    high: float | None = None
 
     def excludes_zero(self) -> bool:
+        """Whether the interval lies wholly on one side of 0 (never without an interval)."""
+        if self.low is None or self.high is None:
+            return False
         return self.low > 0.0 or self.high < 0.0
 
-    def to_json_dict(self) -> dict[str, float]:
+    def to_json_dict(self) -> dict[str, float | None]:
         return {"estimate": self.estimate, "low": self.low, "high": self.high}
 
 
@@ -68,6 +93,14 @@ class VariantSummary:
     points: list[TrialPoint] = field(repr=False)
     intervals: dict[str, Interval] | None = None
     samples: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    chance: float = DEFAULT_CHANCE
+    ranges: dict[str, LrRange] = field(default_factory=dict)
+    max_trainable_lr: float | None = None
+    best_lr_shift_decades: float | None = None
+
+    def range_interval(self, level: str) -> Interval | None:
+        """The bootstrap interval of the range width at `level` (None with one seed)."""
+        return (self.intervals or {}).get(f"range:{level}")
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +114,17 @@ class VariantSummary:
             "max_stable_lr": self.max_stable_lr,
             "divergence_rate": self.divergence_rate,
             "auc": self.auc,
+            "chance": self.chance,
+            "ranges": {
+                key: {
+                    **r.to_json_dict(),
+                    "at_chance": r.at_chance,
+                    "interval": _low_high(self.range_interval(key)),
+                }
+                for key, r in self.ranges.items()
+            },
+            "max_trainable_lr": self.max_trainable_lr,
+            "best_lr_shift_decades": self.best_lr_shift_decades,
             "intervals": (
                 {k: v.to_json_dict() for k, v in self.intervals.items()} if self.intervals else None
             ),
@@ -102,20 +146,46 @@ class VariantSummary:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One INSGD variant minus the SGD baseline of its setting, for the interval metrics."""
+    """One INSGD variant minus a baseline of its setting: SGD, or the variant's frozen
+    control. `differences` holds best accuracy, the old lr window and AUC (intervals
+    where both sides have 2+ seeds); `ranges` the range widths per level, stated with
+    what censoring allows (`ranges.compare_widths`)."""
 
     variant: str
     setting: str
     baseline: str
     differences: dict[str, Interval]
+    ranges: dict[str, WidthDifference] = field(default_factory=dict)
+    best_lr_shift_decades: float | None = None
+
+    @property
+    def is_control(self) -> bool:
+        """Whether the baseline is the variant's frozen control (an adaptivity comparison)."""
+        return self.baseline.endswith(FROZEN_SUFFIX)
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
             "variant": self.variant,
             "setting": self.setting,
             "baseline": self.baseline,
+            "range_diff": {
+                key: {
+                    "estimate": d.difference,
+                    "low": None if d.interval is None else d.interval[0],
+                    "high": None if d.interval is None else d.interval[1],
+                    "bound": d.bound,
+                    "comparable": d.comparable,
+                    "clear": d.clear,
+                }
+                for key, d in self.ranges.items()
+            },
+            "best_lr_shift_decades": self.best_lr_shift_decades,
             **{f"{k}_diff": v.to_json_dict() for k, v in self.differences.items()},
         }
+
+
+def _low_high(interval: Interval | None) -> dict[str, float | None] | None:
+    return None if interval is None else {"low": interval.low, "high": interval.high}
 
 
 @dataclass
@@ -127,6 +197,18 @@ class Analysis:
     variants: list[VariantSummary]
     comparisons: list[Comparison]
     n_resamples: int
+    levels: tuple[float, ...] = DEFAULT_LEVELS
+    chance: float = DEFAULT_CHANCE
+
+    @property
+    def level_keys(self) -> list[str]:
+        return [level_key(q) for q in self.levels]
+
+    @property
+    def headline_level(self) -> str:
+        """The level verdicts lead with: 0.9 when studied, else the middle one."""
+        keys = self.level_keys
+        return "0.9" if "0.9" in keys else keys[len(keys) // 2]
 
     @property
     def settings(self) -> list[str]:
@@ -150,9 +232,24 @@ class Analysis:
 
 
 def variant_order(key: tuple[str, str]) -> tuple[str, int, str]:
-    """By setting, then SGD first (the baseline), then the INSGD variants alphabetically."""
+    """By setting, then SGD first (the baseline), then the INSGD variants alphabetically
+    (a frozen control right after its variant)."""
     setting, name = key
     return (setting, 0 if name == BASELINE else 1, name)
+
+
+def check_levels(levels: Sequence[float]) -> tuple[float, ...]:
+    """Levels sorted, each in (0, 1), no duplicates; ValueError naming the bad one."""
+    out = []
+    for q in levels:
+        if not isinstance(q, int | float) or isinstance(q, bool) or not 0.0 < float(q) < 1.0:
+            raise ValueError(f"each level must be a number in (0, 1), got {q!r}")
+        out.append(float(q))
+    if not out:
+        raise ValueError("at least one level is needed")
+    if len({level_key(q) for q in out}) != len(out):
+        raise ValueError(f"levels repeat a value: {', '.join(map(level_key, out))}")
+    return tuple(sorted(out))
 
 
 def analyze_points(
@@ -163,16 +260,23 @@ def analyze_points(
     grid: bool | None = None,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    levels: Sequence[float] = DEFAULT_LEVELS,
+    chance: float = DEFAULT_CHANCE,
 ) -> Analysis:
     """The robustness metrics of each variant over its COMPLETE trials.
 
     PRUNED, FAIL and RUNNING trials are dropped here (a trial stopped by a
     scheduler says nothing about where its accuracy would have ended). With 2+
-    seeds a variant gets bootstrap intervals; an INSGD variant and SGD that both
-    have them get the difference's interval, from independent resamples.
+    seeds a variant gets bootstrap intervals; two variants that both have them get
+    the difference's interval, from independent resamples. `chance` is 1 / classes
+    of the study's dataset; `levels` the fractions of the gain over chance a range
+    keeps.
     """
     if not 0.0 <= tolerance < 1.0:
         raise ValueError(f"tolerance must be in [0, 1), got {tolerance!r}")
+    levels = check_levels(levels)
+    if not 0.0 <= chance < 1.0:
+        raise ValueError(f"chance must be in [0, 1), got {chance!r}")
     complete = [p for p in points if p.state == "COMPLETE"]
     if not complete:
         raise ValueError("no COMPLETE trials to analyze")
@@ -182,7 +286,14 @@ def analyze_points(
         by_variant.setdefault((p.setting, p.variant), []).append(p)
     variants = [
         summarize_variant(
-            key[1], by_variant[key], grouping, tolerance, n_resamples=n_resamples, seed=seed
+            key[1],
+            by_variant[key],
+            grouping,
+            tolerance,
+            n_resamples=n_resamples,
+            seed=seed,
+            levels=levels,
+            chance=chance,
         )
         for key in sorted(by_variant, key=variant_order)
     ]
@@ -190,8 +301,10 @@ def analyze_points(
         tolerance=tolerance,
         grouping=grouping,
         variants=variants,
-        comparisons=compare_to_baseline(variants),
+        comparisons=compare_variants(variants),
         n_resamples=n_resamples,
+        levels=levels,
+        chance=chance,
     )
 
 
@@ -203,6 +316,8 @@ def summarize_variant(
     *,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    levels: Sequence[float] = DEFAULT_LEVELS,
+    chance: float = DEFAULT_CHANCE,
 ) -> VariantSummary:
     """One variant's metrics (its points share one setting), with intervals at 2+ seeds."""
     groups = group_by_lr(points, grouping)
@@ -210,6 +325,7 @@ def summarize_variant(
     means = np.array([[g.mean for g in groups]])
     best, best_lr = best_of(means, lrs)
     window = window_decades(means, lrs, best, tolerance)
+    curve = means[0]
     n_seeds = len({p.seed for p in points})
     summary = VariantSummary(
         variant=name,
@@ -224,6 +340,11 @@ def summarize_variant(
         auc=float(area_under_curve(means, lrs)[0]),
         groups=groups,
         points=list(points),
+        chance=chance,
+        ranges={level_key(q): lr_range(curve, lrs, chance, q) for q in levels},
+        max_trainable_lr=max_trainable_lr(
+            lrs.tolist(), curve.tolist(), [g.n_diverged for g in groups], chance, float(best[0])
+        ),
     )
     if n_seeds >= 2 and n_resamples > 0:
         # One stream per variant, keyed by its name: adding a variant to a
@@ -234,31 +355,77 @@ def summarize_variant(
         summary.samples = {
             "best_accuracy": boot_best,
             "lr_window_decades": window_decades(boot, lrs, boot_best, tolerance),
+            "auc": area_under_curve(boot, lrs),
         }
+        for q in levels:
+            summary.samples[f"range:{level_key(q)}"] = lr_range_rows(boot, lrs, chance, q).decades
         summary.intervals = {
-            metric: Interval(getattr(summary, metric), *percentile_interval(values))
+            metric: Interval(_point_value(summary, metric), *percentile_interval(values))
             for metric, values in summary.samples.items()
         }
     return summary
 
 
-def compare_to_baseline(variants: Sequence[VariantSummary]) -> list[Comparison]:
-    """INSGD minus SGD (same setting) per INSGD variant, where both have bootstrap samples."""
-    bases = {v.setting: v for v in variants if v.variant == BASELINE and v.samples is not None}
+def _point_value(summary: VariantSummary, metric: str) -> float:
+    if metric.startswith("range:"):
+        return summary.ranges[metric.split(":", 1)[1]].decades
+    return float(getattr(summary, metric))
+
+
+def compare_variants(variants: Sequence[VariantSummary]) -> list[Comparison]:
+    """Each INSGD variant minus SGD of its setting, then minus its frozen control.
+
+    Intervals come from the two variants' independent bootstrap samples where both
+    have 2+ seeds; with fewer, the comparison carries the point differences alone
+    (and is never called clear). Each variant's `best_lr_shift_decades` (vs SGD) is
+    set here too.
+    """
+    by_key = {(v.setting, v.variant): v for v in variants}
     out = []
     for v in variants:
-        base = bases.get(v.setting)
-        if base is None or base.samples is None or not is_insgd(v.variant) or v.samples is None:
+        if not is_insgd(v.variant):
             continue
-        diffs = {
-            metric: Interval(
-                getattr(v, metric) - getattr(base, metric),
-                *percentile_interval(v.samples[metric] - base.samples[metric]),
-            )
-            for metric in INTERVAL_METRICS
-        }
-        out.append(Comparison(v.variant, v.setting, BASELINE, diffs))
+        base = by_key.get((v.setting, BASELINE))
+        if base is not None:
+            v.best_lr_shift_decades = best_lr_shift_decades(v.best_lr, base.best_lr)
+            out.append(compare(v, base))
+        control = by_key.get((v.setting, v.variant + FROZEN_SUFFIX))
+        if control is not None:
+            out.append(compare(v, control))
     return out
+
+
+def compare(v: VariantSummary, base: VariantSummary) -> Comparison:
+    """`v` minus `base`: point differences, intervals where both were bootstrapped."""
+    both = v.samples is not None and base.samples is not None
+    diffs = {}
+    for metric in INTERVAL_METRICS:
+        estimate = float(getattr(v, metric)) - float(getattr(base, metric))
+        if both:
+            assert v.samples is not None and base.samples is not None
+            low, high = percentile_interval(v.samples[metric] - base.samples[metric])
+            diffs[metric] = Interval(estimate, low, high)
+        else:
+            diffs[metric] = Interval(estimate)
+    ranges = {}
+    for key, mine in v.ranges.items():
+        theirs = base.ranges.get(key)
+        if theirs is None:
+            continue
+        interval = None
+        if both:
+            assert v.samples is not None and base.samples is not None
+            name = f"range:{key}"
+            interval = percentile_interval(v.samples[name] - base.samples[name])
+        ranges[key] = compare_widths(mine, theirs, interval)
+    return Comparison(
+        v.variant,
+        v.setting,
+        base.variant,
+        diffs,
+        ranges,
+        best_lr_shift_decades(v.best_lr, base.best_lr),
+    )
 
 
 def best_trial(points: Sequence[TrialPoint]) -> TrialPoint | None:

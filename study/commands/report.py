@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from study.analysis.options import DEFAULT_BINS, DEFAULT_TOLERANCE
+from study.analysis.options import DEFAULT_BINS, DEFAULT_LEVELS, DEFAULT_TOLERANCE
 from study.commands import add_storage_option
 from study.errors import UsageError
 
@@ -28,21 +28,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report",
         help="robustness-to-learning-rate report of a study (table, JSON, figures, HTML)",
         description=(
-            "Compare SGD and the INSGD variants of a study: best accuracy, the lr window "
-            "within --tolerance of the best, the largest stable lr, divergence, the "
-            "accuracy averaged over log10(lr), bootstrap intervals over seeds, and "
-            "parameter importances."
+            "Compare SGD, the INSGD variants and their frozen-normalizer controls: over how "
+            "many decades of lr each keeps a --levels fraction of its gain over chance "
+            "(censored where the range reaches the edge of the lrs studied), the best lr "
+            "and accuracy, the largest lr that still trains, divergence, the accuracy "
+            "averaged over log10(lr), bootstrap intervals over seeds, and parameter "
+            "importances."
         ),
     )
     add_storage_option(parser)
     parser.add_argument("--study", required=True, metavar="NAME", help="the study to report on")
     parser.add_argument(
+        "--levels",
+        default=",".join(f"{q:g}" for q in DEFAULT_LEVELS),
+        metavar="Q,Q,...",
+        help="lr ranges: keep this fraction of each variant's gain over chance, "
+        "each in (0, 1) (default %(default)s)",
+    )
+    parser.add_argument(
         "--tolerance",
         type=float,
         default=DEFAULT_TOLERANCE,
         metavar="T",
-        help="lr window: accuracy within T (a fraction) of the best "
-        f"(default {DEFAULT_TOLERANCE}, one accuracy point)",
+        help="the JSON's older lr_window_decades: accuracy within T (a fraction) of the "
+        f"best (default {DEFAULT_TOLERANCE}, one accuracy point)",
     )
     parser.add_argument(
         "--bins",
@@ -83,6 +92,7 @@ def validate(args: argparse.Namespace) -> Path | None:
         raise UsageError(
             f"--tolerance must be >= 0 and < 1 (a fraction of accuracy); got {args.tolerance!r}"
         )
+    args.levels = parse_levels(args.levels)
     if args.bins < 2:
         raise UsageError(f"--bins must be an integer >= 2; got {args.bins}")
     if args.format not in FORMATS:
@@ -90,6 +100,30 @@ def validate(args: argparse.Namespace) -> Path | None:
     if args.artifact_dir is not None:
         writable_dir(args.artifact_dir, "--artifact-dir")
     return writable_dir(args.out, "--out") if args.out is not None else None
+
+
+def parse_levels(value: str | tuple[float, ...]) -> tuple[float, ...]:
+    """`--levels 0.5,0.9`: numbers in (0, 1), none twice, sorted."""
+    if isinstance(value, tuple):
+        return value
+    texts = [part.strip() for part in str(value).split(",")]
+    levels = []
+    for text in texts:
+        try:
+            q = float(text)
+        except ValueError:
+            raise UsageError(
+                f"--levels must be comma-separated numbers in (0, 1) like 0.5,0.9; got {value!r}"
+            ) from None
+        if not math.isfinite(q) or not 0.0 < q < 1.0:
+            raise UsageError(
+                f"--levels: each level must be > 0 and < 1 (a fraction of the gain over "
+                f"chance); got {text}"
+            )
+        levels.append(q)
+    if len({f"{q:g}" for q in levels}) != len(levels):
+        raise UsageError(f"--levels names a level twice: {value}")
+    return tuple(sorted(levels))
 
 
 def writable_dir(value: str, flag: str) -> Path:
@@ -123,7 +157,9 @@ def run(args: argparse.Namespace) -> int:
     from study.credentials import resolve_storage_url
 
     url = resolve_storage_url(args.storage)
-    report = build_report(url, args.study, tolerance=args.tolerance, bins=args.bins)
+    report = build_report(
+        url, args.study, tolerance=args.tolerance, bins=args.bins, levels=args.levels
+    )
     figures = write_report_files(report, out_dir) if out_dir is not None else {}
     if args.format == "json":
         text = json.dumps(report_json(report, figures), indent=2, allow_nan=False) + "\n"

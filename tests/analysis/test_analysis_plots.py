@@ -7,15 +7,17 @@ from study.analysis.plots import FIGURE_FILES, render_figures
 from study.analysis.summary import analyze_points
 
 
-def test_sgd_only_without_curves_gives_just_the_accuracy_figure(tmp_path):
+def test_sgd_only_without_curves_gives_the_accuracy_and_range_figures(tmp_path):
     pts = [
         TrialPoint("sgd", lr, acc, diverged=acc == 0.0, seed=s)
         for lr, acc in ((0.1, 0.8), (1.0, 0.5), (10.0, 0.0))
         for s in (0, 1)
     ]
     written = render_figures(analyze_points(pts), {}, tmp_path)
-    assert list(written) == ["accuracy_vs_lr"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [FIGURE_FILES["accuracy_vs_lr"]]
+    assert list(written) == ["accuracy_vs_lr", "range_widths"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [FIGURE_FILES["accuracy_vs_lr"], FIGURE_FILES["range_widths"]]
+    )
     assert written["accuracy_vs_lr"].read_bytes()[:4] == b"\x89PNG"
 
 
@@ -35,7 +37,7 @@ def test_eps_and_learning_curve_figures_when_there_is_data(tmp_path):
         ]
     }
     written = render_figures(analyze_points(pts), curves, tmp_path)
-    assert list(written) == ["accuracy_vs_lr", "eps_sensitivity", "learning_curves"]
+    assert list(written) == ["accuracy_vs_lr", "range_widths", "eps_sensitivity", "learning_curves"]
     assert all(p.stat().st_size > 5000 for p in written.values())
 
 

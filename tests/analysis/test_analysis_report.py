@@ -59,7 +59,27 @@ def test_json_contract_matches_hand_computed_metrics(db_url, capsys, data):
     window = comps["insgd-l2"]["lr_window_decades_diff"]
     assert (window["estimate"], window["low"], window["high"]) == pytest.approx((1.0, 1.0, 1.0))
     assert payload["best_trials"]["insgd-l2"] in range(24)
-    assert len(payload["verdicts"]) == 5
+    # schema 2: chance-aware ranges. sgd's means (0.8, 0.9, 0.6, 0.0) at log10 lr (-2..1),
+    # chance 0.1 (digits), best 0.9: the 0.9 level's threshold is 0.1 + 0.9 * 0.8 = 0.82,
+    # crossed at -2 + (0.82 - 0.8) / 0.1 = -1.8 and -1 + (0.9 - 0.82) / 0.3 = -0.7333
+    assert payload["schema_version"] == 2 and payload["chance"] == pytest.approx(0.1)
+    assert payload["levels"] == [0.5, 0.9, 0.95]
+    r = sgd["ranges"]["0.9"]
+    assert sgd["chance"] == pytest.approx(0.1)
+    assert r["decades"] == pytest.approx(-0.7333333 + 1.8)
+    assert (r["lr_low"], r["lr_high"]) == pytest.approx((10**-1.8, 10**-0.7333333))
+    assert (r["censored_low"], r["censored_high"]) == (False, False)
+    assert r["interval"]["low"] <= r["decades"] <= r["interval"]["high"]
+    # no divergence and half the gain over chance (>= 0.5): lr 1 (0.6) qualifies, 10 does not
+    assert sgd["max_trainable_lr"] == 1.0 and sgd["best_lr_shift_decades"] is None
+    assert l2["best_lr_shift_decades"] == pytest.approx(0.0)
+    diff = comps["insgd-l2"]["range_diff"]["0.9"]
+    assert set(diff) >= {"estimate", "low", "high", "bound"}
+    assert diff["estimate"] == pytest.approx(l2["ranges"]["0.9"]["decades"] - r["decades"])
+    assert set(comps["insgd-l2"]) >= {"auc_diff", "best_accuracy_diff", "range_diff"}
+    # one range verdict per INSGD variant, then best accuracy, max trainable lr, divergence, AUC
+    assert len(payload["verdicts"]) == 6
+    assert payload["verdicts"][0].startswith("insgd-l1 keeps 90% of its gain over chance")
     # importances come from the Optuna study: lr drives accuracy here, far more than norm
     imp = payload["importances"]["all"]["importances"]
     assert set(imp) == {"lr", "norm"} and imp["lr"] > imp["norm"]
@@ -74,16 +94,21 @@ def test_table_shows_percent_intervals_verdicts_and_the_lr_table(known_study_url
     assert "90.00% [" in out and "91.00% [" in out  # best accuracy with its interval
     assert "excluded: 1 FAIL, 1 PRUNED, 1 RUNNING" in out
     verdict = out.split("Verdict:")[1]
+    # the answer leads: sgd's range at the 0.9 level is 1.07 decades (see the JSON test)
+    assert re.search(
+        r"^- insgd-l2 keeps 90% of its gain over chance over [0-9.]+ decades \[[^]]+\] "
+        r"\(lr [0-9.]+-[0-9.]+(, censored above)?\) vs sgd 1\.07 decades \[[^]]+\] "
+        r"\(lr 0\.0158-0\.185\); ",
+        verdict,
+        re.M,
+    ), verdict
+    # a net that does not diverge but learns nothing is not "trainable": lr 10 is (70-75%)
     assert (
-        "- LR window (lrs within 1 accuracy point of the variant's best): insgd-l1 and "
-        "insgd-l2 lead with 1.00 decades (sgd 0.00 decades)" in verdict
+        "Max trainable lr (no divergence, half the gain over chance kept): insgd-l1 (lr 10 at "
+        "70.00% accuracy) and insgd-l2 (lr 10 at 75.00% accuracy) lead (sgd lr 1 at 60.00% "
+        "accuracy)" in verdict
     )
-    assert "insgd-l2 - sgd = +1.00 decades [+1.00, +1.00], INSGD better" in verdict
-    # not diverging is not learning: the accuracy at the max stable lr goes with it
-    assert (
-        "Max stable lr: insgd-l1 (lr 10 at 70.00% accuracy) and insgd-l2 (lr 10 at 75.00% "
-        "accuracy) lead (sgd lr 1 at 60.00% accuracy)" in verdict
-    )
+    assert "range 90% (dec)" in out and "max trainable lr" in out
     assert re.search(
         r"^10\s+0\.00 \+-0\.00 \(2/2 div\)\s+70\.00 \+-0\.28\s+75\.00 \+-0\.28$", out, re.M
     )
@@ -110,6 +135,7 @@ def test_out_writes_figures_and_a_self_contained_html_page(known_study_url, tmp_
         "accuracy_vs_lr.png",
         "eps_sensitivity.png",
         "learning_curves.png",
+        "range_widths.png",
         "report.html",
         "report.json",
     ]
@@ -117,9 +143,9 @@ def test_out_writes_figures_and_a_self_contained_html_page(known_study_url, tmp_
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     page = (out_dir / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 3 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
+    assert len(images) == 4 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from elsewhere
-    assert "insgd-l2 - sgd = +1.00 decades" in page
+    assert "insgd-l2 keeps 90% of its gain over chance" in page
     assert json.loads(out)["figures"]["accuracy_vs_lr"] == "accuracy_vs_lr.png"
     assert json.loads((out_dir / "report.json").read_text())["study"] == data.STUDY
 
@@ -133,6 +159,11 @@ def test_out_writes_figures_and_a_self_contained_html_page(known_study_url, tmp_
         (["--bins", "1"], "--bins must be an integer >= 2"),
         (["--bins", "two"], "invalid int value"),
         (["--format", "xml"], "invalid choice"),
+        (["--levels", "0"], "--levels: each level must be > 0 and < 1"),
+        (["--levels", "1.5"], "--levels: each level must be > 0 and < 1"),
+        (["--levels", "0.5,1"], "--levels: each level must be > 0 and < 1"),
+        (["--levels", "0.5,x"], "--levels must be comma-separated numbers in (0, 1)"),
+        (["--levels", "0.9,0.90"], "--levels names a level twice"),
         (["--study", "nope"], "unknown study 'nope' (studies in this database: robust-demo)"),
     ],
 )
@@ -154,6 +185,27 @@ def test_bad_arguments_are_one_line_exit_2_and_write_nothing(
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and message in err
     assert not out_dir.exists()
+
+
+def test_levels_choose_the_ranges_and_the_headline(known_study_url, capsys, data):
+    code, out, err = _report(
+        capsys,
+        "--storage",
+        known_study_url,
+        "--study",
+        data.STUDY,
+        "--no-attach",
+        "--format",
+        "json",
+        "--levels",
+        "0.8,0.6",
+    )
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["levels"] == [0.6, 0.8]
+    assert all(set(v["ranges"]) == {"0.6", "0.8"} for v in payload["variants"])
+    # no 0.9 level: the verdicts lead with the middle one (of two, the higher)
+    assert payload["verdicts"][0].startswith("insgd-l1 keeps 80% of its gain over chance")
 
 
 def test_out_that_is_a_file_and_a_missing_database_are_refused(tmp_path, capsys, data):
@@ -215,7 +267,11 @@ def test_random_sampler_studies_are_binned_and_single_seeds_get_no_intervals(
     sgd = _variants(payload)["sgd"]
     assert [g["n_trials"] for g in sgd["groups"]] == [5, 5, 5, 5]
     assert sgd["best_lr"] == pytest.approx(10**-1.5)  # centre of the bin [0.01, 0.1]
-    assert sgd["intervals"] is None and payload["comparisons"] == []
+    assert sgd["intervals"] is None and sgd["ranges"]["0.9"]["interval"] is None
+    # one seed: the comparison carries point differences only, never a clear verdict
+    (comp,) = payload["comparisons"]
+    assert comp["best_accuracy_diff"]["low"] is None
+    assert all(not d["clear"] and d["low"] is None for d in comp["range_diff"].values())
     assert payload["importances"] == {"error": "no Optuna study named 'tpe' in this database"}
 
 
@@ -267,7 +323,7 @@ def test_report_attaches_a_note_and_figures_to_the_optuna_study(
     data.write_study(url, "no-optuna", data.known_trials(), with_optuna=False)
     code, out, err = _report(capsys, "--storage", url, "--study", data.STUDY)
     assert code == 0, err
-    assert "attached the report note and 5 files" in err
+    assert "attached the report note and 6 files" in err
     # what launch calls at the end; a second attach replaces the first one's artifacts
     attached = publish_report(url, data.STUDY)
     files = sorted(a["filename"] for a in study_artifacts(url, data.STUDY))
@@ -278,15 +334,17 @@ def test_report_attaches_a_note_and_figures_to_the_optuna_study(
             "accuracy_vs_lr.png",
             "eps_sensitivity.png",
             "learning_curves.png",
+            "range_widths.png",
             "report.html",
             "report.json",
         ]
     )
-    assert len(list((tmp_path / "artifacts").iterdir())) == 5  # old files left the store too
+    assert len(list((tmp_path / "artifacts").iterdir())) == 6  # old files left the store too
     with open_optuna_study(url, data.STUDY) as study:
         note = get_note(study)
     assert note.startswith(f"## Robustness to the learning rate: {data.STUDY}")
     assert "| insgd-l2 | 8 | 2 | 91.00% [" in note
+    assert "- insgd-l2 keeps 90% of its gain over chance over " in note  # the v2 verdicts
     assert publish_report(url, "no-optuna") == []
     code, _, err = _report(capsys, "--storage", url, "--study", "no-optuna")
     assert code == 0 and err == ""  # nothing to attach to: silently a plain report
