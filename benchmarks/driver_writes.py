@@ -4,7 +4,7 @@ In a launch, a one-epoch trial costs the driver's writes thread (`study.writes`)
 Optuna ask (the next configuration, asked ahead), a tell (the last intermediate value,
 the user attributes, the outcome) and the results rows (the last epoch, the trial's end
 and the next trial's start, one transaction). On a 2-core machine that CPU is what keeps
-a study's per-trial cost above bare Ray Tune's (README, "Overhead"), so this measures it
+a study's per-trial cost above bare Ray Tune's (docs/performance.md), so this measures it
 without Ray: the study's own `SeededSearch` (random sampler, asks ahead) and `Recorder`
 driven as Tune drives them for one trial after another, their calls run inline, timed
 on the thread's CPU clock.

@@ -57,7 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eps_points": 1,
         "seeds": 1,
     },
-    # ---- the paper's experiments (shared/INSGD.md). Each sets its study name, so
+    # ---- the paper's experiments (docs/insgd.md). Each sets its study name, so
     # `insgd-study report --study paper-...` finds it; --name and other flags override.
     "paper-mnist": {
         # The MNIST toy net (no BN) on the bundled MNIST-5k: the lr-robustness comparison in
@@ -90,7 +90,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         gpus_per_trial=1.0,
     ),
     # 90 epochs (the paper); batch 256 and weight decay 1e-4 are the standard ImageNet
-    # ResNet-50 recipe (INSGD.md gives no other), with the multistep schedule.
+    # ResNet-50 recipe (docs/insgd.md gives no other), with the multistep schedule.
     "paper-resnet50-imagenet": _paper_cifar(
         name="paper-resnet50-imagenet",
         dataset="imagenet",

@@ -1,7 +1,9 @@
 """The benchmarks still run: each script on tiny inputs, its figures read back.
 
-The README's performance figures come from these scripts; a refactor that broke one
-would leave the README quoting a command that no longer works. Timings are not
+The figures of docs/performance.md come from these scripts; a refactor that broke one
+would leave the docs quoting a command that no longer works (the docs' exact command
+lines are also parsed by each script's own parser, in
+tests/deploy/test_deploy_doc_commands.py). Every script has its test here. Timings are not
 asserted (they are measured side by side inside each script, not here), only that
 every figure is produced, finite and of the right sign.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +37,13 @@ def _run(script: str, *args: str, timeout: float = 180) -> str:
 
 def _positive(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_every_benchmark_has_its_test_here() -> None:
+    """A script without a smoke test would rot; a test of a removed script would fail."""
+    scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py")}
+    tested = set(re.findall(r'_run\(\s*"(\w+\.py)"', Path(__file__).read_text()))
+    assert scripts == tested
 
 
 def test_optimizer_overhead_reports_a_ratio() -> None:
@@ -71,13 +81,6 @@ def test_query_speed_prints_its_table() -> None:
     first = [cell.strip() for cell in lines[0].strip("|").split("|")]
     assert first[1] == "list_trials(study)" and first[2] == "50", first
     assert all(float(cell) > 0 for cell in first[3:]), first
-
-
-def test_trial_config_cost_times_both_config_shapes() -> None:
-    out = json.loads(_run("trial_config_cost.py", "--trials", "20", "--rounds", "2", "--json"))
-    assert set(out) == {"full_ms", "own_ms", "saved_ms"}
-    assert _positive(out["full_ms"]) and _positive(out["own_ms"])
-    assert math.isfinite(out["saved_ms"])
 
 
 def test_driver_writes_times_all_three_arms_on_real_writes() -> None:
@@ -148,48 +151,3 @@ def test_pooled_steady_ratio_uses_every_rounds_gaps() -> None:
     assert mixed["ratio"] == 3.0
     low, high = mixed["ratio_ci90"]
     assert low < 3.0 <= high
-
-
-@pytest.mark.slow
-def test_driver_cpu_splits_both_loops_by_thread() -> None:
-    """Every run is timed, each loop's main thread within its process's CPU, and the
-    marginal figures are the runs' differences."""
-    out = json.loads(
-        _run(
-            "driver_cpu.py",
-            *("--small", "2", "--large", "4", "--rounds", "1", "--json"),
-            timeout=400,
-        )
-    )
-    assert out["benchmark"] == "driver_cpu" and (out["small"], out["large"]) == (2, 4)
-    runs = {(r["loop"], r["trials"]): r for r in out["runs"]}
-    assert set(runs) == {(loop, n) for loop in ("launch", "bare") for n in (2, 4)}
-    for run in runs.values():
-        assert _positive(run["main_thread"]) and _positive(run["wall"]), run
-        assert run["main_thread"] <= run["process"] + 1e-3, run  # one clock within the other
-    for loop in ("launch", "bare"):
-        (row,) = out["rounds"][loop]
-        for part in ("process", "main_thread", "other_threads"):
-            step = (runs[(loop, 4)][part] - runs[(loop, 2)][part]) / 2 * 1e3
-            assert row[part] == pytest.approx(step) == pytest.approx(out[loop][part]), part
-
-
-@pytest.mark.slow
-def test_trial_timeline_splits_every_loop_into_its_steps() -> None:
-    """Each loop's steps add up: handoff + dispatch + run + finish = steady, steady +
-    epochs = cycle (per trial, so their medians need not; the means must)."""
-    out = json.loads(
-        _run(
-            "trial_timeline.py",
-            *("--trials", "5", "--rounds", "1", "--delay-writes", "4", "--json"),
-            timeout=400,
-        )
-    )
-    assert set(out) == {"launch", "bare", "launch_delayed"}
-    for loop, row in out.items():
-        assert row["trials"] == 3, (loop, row)  # trials 3..5 of the one round
-        mean = {step: row[step]["mean_ms"] for step in row if step != "trials"}
-        assert all(_positive(mean[s]) for s in ("dispatch", "steady", "cycle", "work")), mean
-        parts = mean["handoff"] + mean["dispatch"] + mean["run"] + mean["finish"]
-        assert parts == pytest.approx(mean["steady"], rel=1e-6), (loop, mean)
-        assert mean["steady"] + mean["work"] == pytest.approx(mean["cycle"], rel=1e-6)

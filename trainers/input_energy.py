@@ -1,7 +1,7 @@
 """Input energy of Linear and ConvNd layers, measured by forward pre-hooks for INSGD.
 
 INSGD divides a layer's weight gradient by a function of the energy of *that
-layer's input* (see /work/shared/INSGD.md). The optimizer never sees the input,
+layer's input* (see docs/insgd.md). The optimizer never sees the input,
 so each normalized layer gets a forward pre-hook that reduces its input to the
 energy `s` (a float32 scalar, or a vector over input channels) and keeps it in
 a `Site`; `step()` takes the mean over the training forwards since the

@@ -1,5 +1,5 @@
 """INSGD: SGD whose Linear/Conv weight gradients are divided by a function of the layer's
-input energy (Atici, Pan, Cetin, arXiv 2212.09921; the published rule of /work/shared/INSGD.md).
+input energy (Atici, Pan, Cetin, arXiv 2212.09921; the published rule of docs/insgd.md).
 
 The optimizer takes the *model*, not a parameter list, because it must see
 each layer's input: it hooks every nn.Linear and nn.Conv1d/2d/3d (see

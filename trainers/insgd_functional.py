@@ -7,7 +7,7 @@ time. Both compute the same thing in the same order: bit for bit on CPU
 (tested), to rounding where foreach kernels fuse differently (CUDA). None
 of these functions reads a tensor's value on the host.
 
-The published rule (Algorithm 1 of Atici, Pan, Cetin; /work/shared/INSGD.md),
+The published rule (Algorithm 1 of Atici, Pan, Cetin; docs/insgd.md),
 for a normalized weight W with input power P and normalizer f:
 
     g = grad / f;  g = g + wd * W;  b = g (first step) or m * b + (1 - tau) * g;

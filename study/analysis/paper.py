@@ -2,7 +2,7 @@
 
 Source: Atici, Pan & Cetin, "Input Normalized Stochastic Gradient Descent
 Training of Deep Neural Networks" (arXiv 2212.09921 v2 / TMLR submission), as
-summarized in shared/INSGD.md. Accuracies are test accuracy in percent, mean
+summarized in docs/insgd.md. Accuracies are test accuracy in percent, mean
 and standard deviation over seeds (None where the paper gives no deviation).
 The paper reports no MNIST accuracies; `paper-mnist` is compared with the
 closest experiment it does report (the toy CNN without BN at lr 0.1) and says so.

@@ -130,7 +130,7 @@ def needs_workdir(config: TrainConfig, checkpoint: object | None) -> bool:
 
     A one-epoch trial needs none, and making and removing an empty private folder cost
     0.3 ms of every such trial on a reused actor, a quarter of what per-step time stamps
-    still showed over bare Ray Tune (README, "Overhead").
+    still showed over bare Ray Tune (docs/performance.md).
     """
     return config.epochs > 1 or checkpoint is not None
 

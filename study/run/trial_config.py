@@ -5,7 +5,7 @@ next: it deep-copies it when it creates the trial, flattens and formats every en
 the trial's name, and flattens it again into every result. A complete `TrainConfig` there
 is ~30 entries where only the norm, lr, eps and seed vary from trial to trial: handling
 them cost the driver ~0.2 ms a trial more than the trial's own values do
-(`benchmarks/trial_config_cost.py`), CPU that a 2-core machine takes from the trials.
+(docs/performance.md), CPU that a 2-core machine takes from the trials.
 So the Tune config of a study's trial holds only the trial's own values
 (`SeededSearch.suggest`), and everything else, the same for every trial of a norm, is a
 `TrialTemplates` built once per launch. It travels with the trainable (pickled once with

@@ -1,7 +1,7 @@
 """A study submitted as a Ray job to a real two-node cluster with token authentication.
 
 The cluster is two network namespaces on this machine (tests/study/cluster_helpers.py,
-/work/shared/CLUSTER-TESTS.md); here the head also runs Ray's dashboard, i.e. the job
+docs/cluster-tests.md); here the head also runs Ray's dashboard, i.e. the job
 server, and only the head's environment names the writer's database URL file, as in every
 recipe. The study goes through `ray job submit --working-dir` exactly as deploy/README.md
 shows, and writes through the least-privilege writer role on the real PostgreSQL (reached

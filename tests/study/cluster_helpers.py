@@ -1,4 +1,4 @@
-"""A real multi-node Ray cluster on one machine, for tests (see ../shared/CLUSTER-TESTS.md).
+"""A real multi-node Ray cluster on one machine, for tests (see docs/cluster-tests.md).
 
 Ray registers every node under a routable address, so two nodes cannot share localhost.
 Each node gets its own network namespace instead, joined by a veth pair on a private

@@ -1,7 +1,7 @@
 """INSGD against the published rule, with expectations computed independently of the code.
 
 A closed-form NLMS step, hand-worked grouped/depthwise channel maps, and a
-plain-loop float64 reference of Algorithm 1 (INSGD.md) run for several steps
+plain-loop float64 reference of Algorithm 1 (docs/insgd.md) run for several steps
 with momentum, dampening, Nesterov, weight decay and beta.
 """
 
@@ -148,7 +148,7 @@ def _energy(x: Tensor, p: int, kind: str, per_channel: bool) -> float | list[flo
 
 
 class ReferenceINSGD:
-    """Algorithm 1 of INSGD.md, written out with Python floats and explicit loops."""
+    """Algorithm 1 of docs/insgd.md, written out with Python floats and explicit loops."""
 
     def __init__(self, params: dict[str, Tensor], layers: dict[str, tuple[str, int]], **hp):
         self.params = params

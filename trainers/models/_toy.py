@@ -1,6 +1,6 @@
 """The small networks of the INSGD paper, plus an MLP for the 8x8 digits.
 
-Layer lists follow /work/shared/INSGD.md exactly (3x3 convolutions with
+Layer lists follow docs/insgd.md exactly (3x3 convolutions with
 padding 1 and no bias, as in the paper's figures). The FC input width is
 computed from the image size, so the same net runs on 32x32 CIFAR (1024
 features), 28x28 MNIST (1568) and 8x8 digits. Initialization is PyTorch's
