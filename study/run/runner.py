@@ -344,6 +344,7 @@ def _fit(
         study_name=config.name,
         storage=optuna_storage,
     )
+    name_objective(optuna_storage, config.name)
     writes = BackgroundWrites()  # the database and Optuna calls, off Tune's event loop
     searcher = SeededSearch(
         optuna_search,
@@ -532,6 +533,25 @@ def _check_resources(config: StudyConfig) -> None:
         f"(--cpus-per-trial / --gpus-per-trial) but no Ray node has that much (largest: "
         f"{largest.get('CPU', 0.0):g} CPU, {largest.get('GPU', 0.0):g} GPU)"
     )
+
+
+def name_objective(storage: Any, study_name: str) -> None:
+    """Name the Optuna study's objective after the metric it is (`val_accuracy`), so
+    optuna-dashboard's plots and the importances say what they plot instead of
+    "Objective 0". Called once the searcher has created (or loaded) the study, before
+    the writes thread starts; on resume it writes the same name again."""
+    import warnings
+
+    import optuna
+
+    from study.search.searcher import METRIC
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    if study.metric_names == [METRIC]:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([METRIC])
 
 
 def concurrent_slots(config: StudyConfig, resources: dict[str, float]) -> int:
