@@ -25,7 +25,6 @@ from study.analysis.optuna_study import open_optuna_study, optuna_study_exists, 
 from study.errors import UsageError
 
 ARTIFACT_ENV = "INSGD_ARTIFACT_DIR"
-ARTIFACT_PREFIX = "artifacts:"  # optuna.artifacts' key prefix in study system attrs
 ATTACHED_SUFFIXES = (".png", ".html", ".json")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -91,9 +90,11 @@ def _remove_artifacts(study: Any, store: Any, filenames: set[str]) -> None:
     """Drop the study's artifacts with these file names (as optuna-dashboard's delete does)."""
     from optuna.artifacts.exceptions import ArtifactNotFound
 
+    from study.search.optuna_private import ARTIFACTS_ATTR_PREFIX
+
     storage = study._storage
     for key, value in storage.get_study_system_attrs(study._study_id).items():
-        if not key.startswith(ARTIFACT_PREFIX):
+        if not key.startswith(ARTIFACTS_ATTR_PREFIX):
             continue
         meta = json.loads(value) if isinstance(value, str) else value
         if not meta or meta.get("filename") not in filenames:
@@ -107,9 +108,11 @@ def _remove_artifacts(study: Any, store: Any, filenames: set[str]) -> None:
 
 def study_artifacts(url: str, study_name: str) -> list[dict[str, Any]]:
     """The live (not deleted) artifacts of the Optuna study: [{artifact_id, filename, ...}]."""
+    from study.search.optuna_private import ARTIFACTS_ATTR_PREFIX
+
     with open_optuna_study(url, study_name) as study:
         attrs = study._storage.get_study_system_attrs(study._study_id)
-    metas = [json.loads(v) for k, v in attrs.items() if k.startswith(ARTIFACT_PREFIX)]
+    metas = [json.loads(v) for k, v in attrs.items() if k.startswith(ARTIFACTS_ATTR_PREFIX)]
     return [m for m in metas if m]
 
 

@@ -327,14 +327,12 @@ def _fit(
     from study.run.trainable import bind, run_trial
     from study.run.trial_config import TrialTemplates
     from study.run.warmup import ReportWarmup
-    from study.search.optuna_storage import DriverStorage
     from study.search.samplers import make_sampler
     from study.search.searcher import METRIC, MODE, SeededSearch, StudyOptunaSearch
     from study.search.space import define_space
     from study.writes import BackgroundWrites
 
-    # the driver's own RUNNING Optuna trials are served from memory (study.search.optuna_storage)
-    optuna_storage = DriverStorage(optuna_rdb_storage(prepared.url))
+    optuna_storage = optuna_driver_storage(prepared.url)
     clean_optuna_study(optuna_storage, config.name)
     optuna_search = StudyOptunaSearch(
         define_space(config),
@@ -413,6 +411,16 @@ def _fit(
         writes.close()  # every queued write is in the database before anything reads it
     warmup.join()
     return searcher.emitted
+
+
+def optuna_driver_storage(url: str) -> Any:
+    """The storage a launch gives Optuna: `DriverStorage` (its own RUNNING trials served
+    from memory, `study.search.optuna_storage`) over `optuna_rdb_storage`. Built here
+    alone, so the tests of Optuna's storage contract (tests/study/
+    test_study_optuna_contract.py) run on exactly what a study uses."""
+    from study.search.optuna_storage import DriverStorage
+
+    return DriverStorage(optuna_rdb_storage(url))
 
 
 def optuna_rdb_storage(url: str) -> Any:

@@ -46,6 +46,13 @@ created from a template (an enqueued point), every write on other databases and 
 write the checks refuse take Optuna's own path, so errors (and Optuna's retries of a
 trial's creation) are Optuna's own.
 
+What it reaches into below Optuna's public API (the cache it extends, the ORM models of
+Optuna's tables, Optuna's session) is imported from `study.search.optuna_private`, which
+says why each is needed; tests/study/test_study_optuna_contract.py runs Optuna's own
+conformance suite for storages (`StorageTestCase`) on this storage, as a launch builds it.
+A pickled copy (Optuna hands storages to other processes that way) reads every trial from
+the database: only the driver itself serves its RUNNING trials from memory.
+
 One behaviour differs, by design: a change made to a RUNNING trial by another process
 (e.g. failing it by hand from optuna-dashboard) is not seen by the driver's reads; the
 driver's next write of that trial is then refused by the state check, with Optuna's
@@ -71,9 +78,6 @@ from optuna.distributions import (
 )
 from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
-from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
-from optuna.storages._rdb import models
-from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy import exc as sa_exc
@@ -81,6 +85,12 @@ from sqlalchemy.engine import Connection
 
 from storage.dialects import on_conflict, upsert_insert
 from storage.prepared import Prepared
+from study.search.optuna_private import (
+    _CachedStorage,
+    _create_scoped_session,
+    _StudyInfo,
+    models,
+)
 
 #: Optuna's tables, which the driver's own writes address directly (`DriverStorage`).
 _STUDIES = models.StudyModel.__table__
@@ -123,6 +133,29 @@ class DriverStorage(_CachedStorage):
         self._running: dict[int, FrozenTrial] = {}
         self._sql = _Statements.for_dialect(backend.engine.name)
         self._scope = threading.local()  # .writes: the deferred writes of `one_transaction`
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a pickled copy keeps: Optuna's cache (its own `__getstate__` drops the
+        lock, the backend its engine), without this process's state.
+
+        Optuna pickles a study's storage to hand it to other processes (a storage must
+        survive `pickle`: `StorageTestCase.test_pickle_storage`). Dropped: the
+        statements (`Prepared` holds a lock and compilations for this engine's
+        connections; `__setstate__` builds them again for the new engine), the
+        per-thread blocks of `one_transaction`, and the RUNNING trials this driver
+        serves from memory: a copy in another process is not the driver that keeps
+        them in step, so it reads them from the database, as Optuna's own cache does.
+        """
+        state = super().__getstate__()
+        for name in ("_sql", "_scope"):
+            del state[name]
+        state["_running"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # a new lock
+        self._sql = _Statements.for_dialect(self._backend.engine.name)
+        self._scope = threading.local()
 
     @contextmanager
     def one_transaction(self) -> Iterator[None]:

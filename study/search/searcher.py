@@ -41,12 +41,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from optuna.study._tell import _tell_with_warning
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from study.config import StudyConfig
+from study.search.optuna_private import _tell_with_warning
 from study.search.space import Point, variant_of
 from study.writes import InlineWrites, Writes
 
