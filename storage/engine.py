@@ -26,7 +26,7 @@ from sqlalchemy.pool import StaticPool
 from storage import migrate
 from storage.errors import StorageError
 from storage.transactions import WRITE_OPTION, db_reason
-from storage.urls import mask_url, parse_url, sqlite_path
+from storage.urls import mask_url, parse_url, sqlite_path, upgrade_command
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def open_database(url: str, *, upgrade: bool = True) -> Engine:
         where = "has no insgd-study schema" if current is None else f"is at revision {current}"
         raise StorageError(
             f"the results database {shown} {where}; this insgd-study needs {head}: "
-            f"run `insgd-study db upgrade --storage {shown}`"
+            f"run {upgrade_command(url)}"
         )
     log.info("migrating the results schema of %s from %s to %s", shown, current, head)
     try:
@@ -201,7 +201,7 @@ def _check_sqlite_path(url: URL, shown: str, *, create: bool) -> None:
     if not create and not file.exists():
         raise StorageError(
             f"no results database at {file} ({shown}); create it with "
-            f"`insgd-study db upgrade --storage {shown}` or run a study first"
+            f"{upgrade_command(url)} or run a study first"
         )
     parent = file.expanduser().absolute().parent
     if not parent.is_dir():

@@ -427,11 +427,10 @@ def optuna_rdb_storage(url: str) -> Any:
     try:
         rdb = rdb_storage(normalized, engine_kwargs=kwargs)
     except Exception as exc:  # noqa: BLE001 - Optuna wraps driver errors in many types
-        from storage.urls import mask_url
+        from storage.urls import hide_secrets, mask_url
 
-        raise StorageError(
-            f"cannot open Optuna's tables in {mask_url(url)}: {' '.join(str(exc).split())[:200]}"
-        ) from None
+        reason = hide_secrets(" ".join(str(exc).split()), url)[:200]
+        raise StorageError(f"cannot open Optuna's tables in {mask_url(url)}: {reason}") from None
     if sqlite:
         # The results tables already put the file in WAL mode with synchronous=NORMAL
         # (storage.engine); Optuna's connections would fsync every commit, ~40% of its

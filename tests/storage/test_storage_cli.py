@@ -179,3 +179,34 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path) -> None:
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("insgd-study query: error: ")
     assert "Traceback" not in result.stderr and "topsecret" not in result.stderr
+
+
+def test_password_query_parameter_from_the_environment_is_used_never_printed(
+    postgres_url, monkeypatch, capsys
+) -> None:
+    """`$INSGD_STORAGE` may carry `?password=`: it connects, and every line shows it masked;
+    the upgrade hint names no `--storage` (its masked form would be refused)."""
+    monkeypatch.setenv("INSGD_STORAGE", postgres_url + "?password=topsecret")
+    code, out, err = _run(capsys, "db", "current")
+    assert code == 0, err
+    assert "?password=***" in out and "run `insgd-study db upgrade` (with the same" in out
+    code, out, err = _run(capsys, "db", "upgrade")
+    assert code == 0 and "?password=***: results schema (none) -> " in out
+    code, out, err = _run(capsys, "query", "--study", "nope")
+    assert code == 2 and "?password=***" in err
+    assert "topsecret" not in out + err
+    # the launch's own lines (here: "nothing to run", printed before Ray would start)
+    from study.config import merge
+
+    config = merge(flags={"name": "s", "norms": ("none",), "lr_points": 1, "epochs": 1}).config
+    writer = storage.ResultWriter(storage.open_database(postgres_url))
+    writer.create_study("s", config.study_dict(), "v1")
+    fields = {"optimizer": "sgd", "norm": None, "lr": 1e-3, "seed": 0}
+    writer.finish_trial("s", 0, fields, [{"epoch": 1, "val_accuracy": 0.5}])
+    storage.dispose_engines()
+    code, out, err = _run(
+        capsys, "launch", "--name", "s", "--norms", "none", "--lr-points", "1", "--epochs", "1"
+    )
+    assert code == 0, err
+    assert "nothing to run" in out and "?password=***" in out
+    assert "topsecret" not in out + err
