@@ -107,6 +107,38 @@ def open_database(url: str, *, upgrade: bool = True) -> Engine:
     return engine
 
 
+def open_existing(url: str) -> Engine | None:
+    """`open_database(url)` for a caller that creates the database only later, once every
+    other check has passed: the engine of a results database that exists (migrated to
+    head), or None while there is none (a SQLite file not created yet, a database without
+    our schema), in which case nothing is created or written.
+
+    Everything that would make the later creation fail (a malformed URL, an unreachable
+    server, a SQLite file whose folder is missing or not writable) is a StorageError now.
+    """
+    parsed = parse_url(url)
+    shown = mask_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_path(parsed, shown, create=True)
+        path = sqlite_path(parsed)
+        if path is not None and not Path(path).exists():
+            parent = Path(path).expanduser().absolute().parent
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise StorageError(
+                    f"cannot create the SQLite database {shown}: {parent} is not writable"
+                )
+            return None
+    engine = get_engine(parsed)
+    check_reachable(engine, shown)
+    try:
+        current = migrate.current_revision(engine)
+    except SQLAlchemyError as exc:
+        raise StorageError(
+            f"cannot read the schema version of {shown}: {db_reason(exc, engine.url)}"
+        ) from None
+    return None if current is None else open_database(url)
+
+
 def upgrade(url: str) -> tuple[str | None, str]:
     """Migrate the database at `url` to head; returns (revision before, revision after)."""
     parsed = parse_url(url)

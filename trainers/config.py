@@ -76,7 +76,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         if self.beta is not None and not 0.0 <= self.beta < 1.0:
             raise ValueError(f"beta must be in [0, 1) or None, got {self.beta!r}")
-        if self.weight_decay < 0 or not math.isfinite(self.weight_decay):
+        if self.weight_decay < 0 or not _finite(self.weight_decay):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         for name in ("batch_size", "epochs"):
             value = getattr(self, name)
@@ -148,6 +148,14 @@ def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
+def _finite(value: float) -> bool:
+    """math.isfinite, false (not OverflowError) for an int too large for a float."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _positive(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if not isinstance(value, (int, float)) or not _finite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")

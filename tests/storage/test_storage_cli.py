@@ -102,6 +102,10 @@ def _outdated(tmp_path: Path) -> str:
         (["--where", "lr=abc"], "lr takes a number, got 'abc'"),
         (["--where", "diverged=maybe"], "diverged takes true/false/1/0"),
         (["--where", "lr"], "expected KEY=VALUE"),
+        # beyond the INTEGER columns: an OverflowError (SQLite) or DataError (PostgreSQL)
+        (["--where", "trial_number=99999999999999999999999"], "trial_number takes an integer"),
+        (["--where", "seed>=9223372036854775807"], "from -2147483648 to 2147483647"),
+        (["--where", "epochs_completed<3000000000"], "from -2147483648 to 2147483647"),
         (["--order-by", "colour"], "unknown column 'colour'"),
         (["--order-by", "lr:up"], "bad sort order 'lr:up'"),
         (["--limit", "many"], "argument --limit: invalid int value: 'many'"),
@@ -121,7 +125,7 @@ def test_query_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message) -
     code, out, err = _run(capsys, "query", *argv)
     assert code == 2 and out == ""
     assert err.startswith("insgd-study query: error: ") and message in err
-    assert err.count("\n") == 1
+    assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "missing.db").exists()
 
 
@@ -210,3 +214,14 @@ def test_password_query_parameter_from_the_environment_is_used_never_printed(
     assert code == 0, err
     assert "nothing to run" in out and "?password=***" in out
     assert "topsecret" not in out + err
+
+
+def test_integer_filters_at_the_column_limits_work(db_url: str, capsys) -> None:
+    """On both databases: the largest INTEGER is a valid filter (no driver error)."""
+    _populate(db_url)
+    for where in ("trial_number=2147483647", "seed>=-2147483648", "trial_number<=1e3"):
+        code, out, err = _run(
+            capsys, "query", "--storage", db_url, "--where", where, "--format", "json"
+        )
+        assert code == 0, err
+    assert len(json.loads(out)) == 5

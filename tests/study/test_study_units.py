@@ -76,7 +76,7 @@ def test_trials_without_sampler_means_tpe_and_grid_rejects_contradiction():
         ({"dataset": "svhn"}, "--dataset: unknown dataset 'svhn'"),
         ({"model": "vgg"}, "--model: unknown model 'vgg'"),
         ({"name": "no spaces"}, "--name must be"),
-        ({"gpus_per_trial": 1.5}, "whole number"),
+        ({"gpus_per_trial": 1.5}, "--gpus-per-trial must be at most 1"),
         ({"cpus_per_trial": 0.0}, "--cpus-per-trial must be a number > 0"),
         ({"train": {"lr": 0.1}}, r"\[train\] must not set lr"),
         ({"train": {"momentum": 2.0}}, r"\[train\]: momentum must be in"),
