@@ -225,3 +225,22 @@ def test_integer_filters_at_the_column_limits_work(db_url: str, capsys) -> None:
         )
         assert code == 0, err
     assert len(json.loads(out)) == 5
+
+
+def test_table_escapes_newlines_and_control_characters_in_fields(tmp_path, capsys) -> None:
+    """A field with a newline or an escape sequence (here a host name) stays on its row,
+    shown, not obeyed by the terminal; JSON keeps the value as stored."""
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    writer = storage.ResultWriter(storage.open_database(url))
+    writer.create_study("s", {}, "v1")
+    weird = "gpu1\n(1 trial)\x1b[2J\tx\x7f"
+    writer.finish_trial("s", 0, {"optimizer": "sgd", "lr": 0.1, "hostname": weird})
+    storage.dispose_engines()
+    code, out, err = _run(capsys, "query", "--storage", url)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 4 and lines[-1] == "(1 trial)"  # header, rule, the row, the count
+    assert "gpu1\\n(1 trial)\\x1b[2J\\tx\\x7f" in lines[2]
+    assert "\x1b" not in out and "\t" not in out and "\x7f" not in out
+    code, out, err = _run(capsys, "query", "--storage", url, "--format", "json")
+    assert json.loads(out)[0]["hostname"] == weird
