@@ -23,7 +23,8 @@ class TrainConfig:
     """Everything that determines one training run.
 
     `beta=None` means "equal to momentum", the paper's choice. `amp` and
-    `channels_last` default to on for CUDA and off for CPU (`None` = auto).
+    `channels_last` default to on for CUDA and off for CPU (`None` = auto); `amp` (bf16)
+    only on GPUs of compute capability 8.0+ (`trainers.device.use_amp`).
     """
 
     dataset: str = "digits"
