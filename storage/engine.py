@@ -26,7 +26,7 @@ from sqlalchemy.pool import StaticPool
 from storage import migrate
 from storage.errors import StorageError
 from storage.transactions import WRITE_OPTION, db_reason
-from storage.urls import mask_url, parse_url, sqlite_path
+from storage.urls import mask_url, parse_url, sqlite_path, upgrade_command
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def open_database(url: str, *, upgrade: bool = True) -> Engine:
         where = "has no insgd-study schema" if current is None else f"is at revision {current}"
         raise StorageError(
             f"the results database {shown} {where}; this insgd-study needs {head}: "
-            f"run `insgd-study db upgrade --storage {shown}`"
+            f"run {upgrade_command(url)}"
         )
     log.info("migrating the results schema of %s from %s to %s", shown, current, head)
     try:
@@ -105,6 +105,38 @@ def open_database(url: str, *, upgrade: bool = True) -> Engine:
             f"cannot migrate the results schema of {shown}: {db_reason(exc, engine.url)}"
         ) from None
     return engine
+
+
+def open_existing(url: str) -> Engine | None:
+    """`open_database(url)` for a caller that creates the database only later, once every
+    other check has passed: the engine of a results database that exists (migrated to
+    head), or None while there is none (a SQLite file not created yet, a database without
+    our schema), in which case nothing is created or written.
+
+    Everything that would make the later creation fail (a malformed URL, an unreachable
+    server, a SQLite file whose folder is missing or not writable) is a StorageError now.
+    """
+    parsed = parse_url(url)
+    shown = mask_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_path(parsed, shown, create=True)
+        path = sqlite_path(parsed)
+        if path is not None and not Path(path).exists():
+            parent = Path(path).expanduser().absolute().parent
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise StorageError(
+                    f"cannot create the SQLite database {shown}: {parent} is not writable"
+                )
+            return None
+    engine = get_engine(parsed)
+    check_reachable(engine, shown)
+    try:
+        current = migrate.current_revision(engine)
+    except SQLAlchemyError as exc:
+        raise StorageError(
+            f"cannot read the schema version of {shown}: {db_reason(exc, engine.url)}"
+        ) from None
+    return None if current is None else open_database(url)
 
 
 def upgrade(url: str) -> tuple[str | None, str]:
@@ -201,7 +233,7 @@ def _check_sqlite_path(url: URL, shown: str, *, create: bool) -> None:
     if not create and not file.exists():
         raise StorageError(
             f"no results database at {file} ({shown}); create it with "
-            f"`insgd-study db upgrade --storage {shown}` or run a study first"
+            f"{upgrade_command(url)} or run a study first"
         )
     parent = file.expanduser().absolute().parent
     if not parent.is_dir():

@@ -347,17 +347,39 @@ def _typed(key: str, kind: str, value: Any) -> Any:
     return value
 
 
+#: The range of the integer columns: INTEGER is 32-bit on PostgreSQL, so a value outside
+#: it matches nothing, and binding it would be a driver error (or an OverflowError on SQLite).
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+
+
 def _number(key: str, value: Any, kind: type) -> Any:
     noun = "an integer" if kind is int else "a number"
     if isinstance(value, bool):
         raise StorageError(f"{key} takes {noun}, got {value!r}")
+    exact = _exact_int(value) if kind is int else None
+    if exact is None:
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise StorageError(f"{key} takes {noun}, got {value!r}") from None
+        if not math.isfinite(number) or (kind is int and not number.is_integer()):
+            raise StorageError(f"{key} takes {noun}, got {value!r}")
+        if kind is not int:
+            return number
+        exact = int(number)  # "1e3", "5.0"
+    if not INT_MIN <= exact <= INT_MAX:
+        raise StorageError(f"{key} takes an integer from {INT_MIN} to {INT_MAX}, got {value!r}")
+    return exact
+
+
+def _exact_int(value: Any) -> int | None:
+    """An int or a string of digits, exactly (through a float, 2**63 - 1 would round up)."""
+    if isinstance(value, int):
+        return value
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise StorageError(f"{key} takes {noun}, got {value!r}") from None
-    if not math.isfinite(number) or (kind is int and not number.is_integer()):
-        raise StorageError(f"{key} takes {noun}, got {value!r}")
-    return int(number) if kind is int else number
+        return int(str(value).strip())
+    except ValueError:
+        return None
 
 
 def _as_filters(where: Any) -> list[Filter]:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from storage.errors import StorageError
-from storage.urls import mask_url
+from storage.urls import hide_secrets, mask_url
 
 T = TypeVar("T")
 
@@ -71,10 +71,9 @@ def run_write(engine: Engine, work: Callable[[Connection], T]) -> T:
 
 
 def db_reason(exc: BaseException, url: URL | None = None) -> str:
-    """The driver's own first line, without SQLAlchemy's boilerplate or any password."""
+    """The driver's own first line, without SQLAlchemy's boilerplate or any secret of `url`
+    (its password, a `?password=` query parameter)."""
     orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
     reason = lines[0] if lines else type(orig).__name__
-    if url is not None and url.password:
-        reason = reason.replace(str(url.password), "***")
-    return reason
+    return reason if url is None else hide_secrets(reason, url)

@@ -32,6 +32,11 @@ VARIANTS: tuple[str, ...] = ("none", "l1", "l2")
 #: The eps of a one-point eps grid (TrainConfig's default, the paper's 0.01).
 DEFAULT_EPS = TrainConfig().eps
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: The largest count a setting may hold: the results database's INTEGER columns (trial
+#: numbers, seeds, epochs, batch sizes) are 32-bit on PostgreSQL.
+MAX_INT = 2**31 - 1
+#: Optuna's samplers seed numpy, which takes a seed in [0, 2**32 - 1].
+MAX_SAMPLER_SEED = 2**32 - 1
 
 #: TrainConfig fields a study sets itself; `[train]` in the TOML may set every other one.
 STUDY_OWNED_TRAIN_FIELDS: frozenset[str] = frozenset(
@@ -120,18 +125,25 @@ class StudyConfig:
             value = getattr(self, key)
             if not _is_int(value) or value < minimum:
                 raise UsageError(f"{_flag(key)} must be an integer >= {minimum}; got {value!r}")
+            _at_most(key, value, MAX_INT)
         _choice("sampler", self.sampler, SAMPLERS)
         _choice("scheduler", self.scheduler, SCHEDULERS)
         if not _is_int(self.reduction_factor) or self.reduction_factor < 2:
             raise UsageError(
                 f"reduction_factor must be an integer >= 2; got {self.reduction_factor!r}"
             )
+        _at_most("reduction_factor", self.reduction_factor, MAX_INT)
         if self.grace_period > self.epochs:
             raise UsageError(
                 f"grace_period ({self.grace_period}) must not exceed --epochs ({self.epochs})"
             )
-        if self.sampler_seed is not None and not _is_int(self.sampler_seed):
-            raise UsageError(f"--sampler-seed must be an integer; got {self.sampler_seed!r}")
+        if self.sampler_seed is not None and (
+            not _is_int(self.sampler_seed) or not 0 <= self.sampler_seed <= MAX_SAMPLER_SEED
+        ):
+            raise UsageError(
+                f"--sampler-seed must be an integer from 0 to {MAX_SAMPLER_SEED} (2**32 - 1); "
+                f"got {self.sampler_seed!r}"
+            )
         self._validate_norms()
         _range("lr", self.lr_min, self.lr_max, self.lr_points, self.sampler)
         if self.insgd_norms:
@@ -155,6 +167,8 @@ class StudyConfig:
     def _validate_trials(self) -> None:
         if self.trials is not None and (not _is_int(self.trials) or self.trials < 1):
             raise UsageError(f"--trials must be an integer >= 1; got {self.trials!r}")
+        if self.trials is not None:
+            _at_most("trials", self.trials, MAX_INT)
         if self.sampler == "grid":
             size = self.grid_size
             if self.trials is not None and self.trials != size:
@@ -178,13 +192,19 @@ class StudyConfig:
             raise UsageError(
                 f"--max-concurrent must be an integer >= 1; got {self.max_concurrent!r}"
             )
+        if self.max_concurrent is not None:
+            _at_most("max_concurrent", self.max_concurrent, MAX_INT)
         if not _is_number(self.cpus_per_trial) or self.cpus_per_trial <= 0:
             raise UsageError(f"--cpus-per-trial must be a number > 0; got {self.cpus_per_trial!r}")
         gpus = self.gpus_per_trial
         if not _is_number(gpus) or gpus < 0:
             raise UsageError(f"--gpus-per-trial must be a number >= 0; got {gpus!r}")
-        if gpus > 1 and gpus != int(gpus):
-            raise UsageError(f"--gpus-per-trial above 1 must be a whole number; got {gpus!r}")
+        if gpus > 1:
+            # a trial trains on one device (`trainers.train`): a second GPU would sit idle
+            raise UsageError(
+                f"--gpus-per-trial must be at most 1 (a trial trains on one GPU; a fraction "
+                f"packs several trials on one); got {gpus:g}"
+            )
         for key in ("address", "results_dir", "data_dir", "storage"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -204,7 +224,7 @@ class StudyConfig:
         for norm in self.norms:
             try:
                 self.train_config(norm, self.lr_min, self.eps_min, seed=0)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise UsageError(f"[train]: {_one_line(exc)}") from None
 
     # ------------------------------------------------------------------ derived values
@@ -505,7 +525,18 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite int or float; an int too large for a float is not one."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _at_most(key: str, value: int, maximum: int) -> None:
+    if value > maximum:
+        raise UsageError(f"{_flag(key)} must be at most {maximum}; got {value}")
 
 
 def _type(value: Any) -> str:

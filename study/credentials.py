@@ -12,10 +12,13 @@ dashboard lists it. So a password is accepted from three places only:
    `PGPASSFILE` or `~/.pgpass` (psycopg reads them itself).
 
 `--storage` still names the database (`postgresql://writer@db:5432/insgd`), but a
-`--storage` URL that carries a password is refused before anything runs or is
-written. Precedence is `--storage` > `$INSGD_STORAGE` > `$INSGD_STORAGE_FILE` >
-`sqlite:///studies.db`; setting both variables is refused as ambiguous (the rule of
-the official PostgreSQL image's `POSTGRES_PASSWORD` / `POSTGRES_PASSWORD_FILE`).
+`--storage` URL that carries a password (`user:PASSWORD@`, or a query parameter such as
+`?password=` or `?sslpassword=`; `?passfile=` names a file and is fine) is refused
+before anything runs or is written. A URL from the environment or a file is used as it
+is, and only ever printed masked (`storage.urls.mask_url`). Precedence is `--storage` >
+`$INSGD_STORAGE` > `$INSGD_STORAGE_FILE` > `sqlite:///studies.db`; setting both
+variables is refused as ambiguous (the rule of the official PostgreSQL image's
+`POSTGRES_PASSWORD` / `POSTGRES_PASSWORD_FILE`).
 
 Every command that opens the results database (`launch`, `query`, `report`,
 `dashboard`, `db upgrade`) calls `resolve_storage_url(args.storage)` instead of
@@ -30,16 +33,17 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from storage.urls import DEFAULT_URL
+from storage.urls import DEFAULT_URL, url_secrets
 from storage.urls import ENV_VAR as ENV_URL
 from study.errors import UsageError
 
 ENV_URL_FILE = "INSGD_STORAGE_FILE"
 
 PASSWORD_ON_COMMAND_LINE = (
-    "--storage must not contain a password: a command line is visible in `ps` and in Ray's "
-    f"job list; name the database in --storage and put the password in PGPASSWORD or "
-    f"~/.pgpass, or give the whole URL in ${ENV_URL} or in a file named by ${ENV_URL_FILE}"
+    "--storage must not contain a password (user:PASSWORD@ or ?password=): a command line "
+    f"is visible in `ps` and in Ray's job list; name the database in --storage and put the "
+    f"password in PGPASSWORD or ~/.pgpass, or give the whole URL in ${ENV_URL} or in a "
+    f"file named by ${ENV_URL_FILE}"
 )
 
 
@@ -61,16 +65,35 @@ def resolve_storage_url(
         flag = flag.strip()
         if from_command_line and url_has_password(flag):
             raise UsageError(PASSWORD_ON_COMMAND_LINE)
-        return flag
+        return _not_in_memory(flag, "--storage")
     url = env.get(ENV_URL, "").strip()
     path = env.get(ENV_URL_FILE, "").strip()
     if url and path:
         raise UsageError(f"set only one of ${ENV_URL} and ${ENV_URL_FILE}, not both")
     if url:
-        return url
+        return _not_in_memory(url, f"${ENV_URL}")
     if path:
-        return read_url_file(path)
+        return _not_in_memory(read_url_file(path), f"${ENV_URL_FILE}")
     return DEFAULT_URL
+
+
+def _not_in_memory(url: str, where: str) -> str:
+    """Refuse an in-memory SQLite database (`sqlite://`, `sqlite:///:memory:`): every
+    connection (the results tables, Optuna's, the next command) would see its own empty
+    database, and the results would vanish when the command ends."""
+    from storage.urls import sqlite_path
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - malformed: `storage` reports it with its own words
+        return url
+    if parsed.get_backend_name() == "sqlite" and not parsed.host and sqlite_path(parsed) is None:
+        raise UsageError(
+            f"{where} names an in-memory SQLite database, which keeps nothing after the "
+            f"command ends and which Optuna and Ray cannot share; name a file, e.g. "
+            f"sqlite:///studies.db"
+        )
+    return url
 
 
 def read_url_file(path: str | os.PathLike[str]) -> str:
@@ -96,13 +119,10 @@ def read_url_file(path: str | os.PathLike[str]) -> str:
 
 
 def url_has_password(url: str) -> bool:
-    """True when `url` carries a password (an empty one counts: `user:@host`).
+    """True when `url` carries a password: in its user info (an empty one counts:
+    `user:@host`) or as a secret query parameter (`?password=`, `?sslpassword=`).
 
     A URL too broken for SQLAlchemy to parse is checked textually, so a malformed URL
     with a password is refused here rather than echoed by a later error.
     """
-    try:
-        return make_url(url).password is not None
-    except Exception:  # noqa: BLE001 - ArgumentError / ValueError: fall back to the text
-        head, sep, _ = url.partition("@")
-        return bool(sep) and "://" in head and ":" in head.split("://", 1)[1]
+    return bool(url_secrets(url))

@@ -27,7 +27,8 @@ class TrainConfig:
     layer's first step, so each layer's learning rate is rescaled once at
     initialization and never adapts; it tells how much of INSGD's effect is that
     rescale rather than tracking the input energy. `amp` and `channels_last`
-    default to on for CUDA and off for CPU (`None` = auto).
+    default to on for CUDA and off for CPU (`None` = auto); `amp` (bf16) only on GPUs
+    of compute capability 8.0+ (`trainers.device.use_amp`).
     """
 
     dataset: str = "digits"
@@ -81,7 +82,7 @@ class TrainConfig:
         # 1.0 is allowed: the frozen-normalizer control (see the class docstring).
         if self.beta is not None and not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1] or None, got {self.beta!r}")
-        if self.weight_decay < 0 or not math.isfinite(self.weight_decay):
+        if self.weight_decay < 0 or not _finite(self.weight_decay):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         for name in ("batch_size", "epochs"):
             value = getattr(self, name)
@@ -153,6 +154,14 @@ def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
+def _finite(value: float) -> bool:
+    """math.isfinite, false (not OverflowError) for an int too large for a float."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _positive(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if not isinstance(value, (int, float)) or not _finite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")

@@ -45,9 +45,20 @@ def resolve_device(config: TrainConfig) -> torch.device:
     raise ValueError(f"unsupported device {config.device!r}: use auto, cpu, cuda or cuda:N")
 
 
+#: bf16 tensor cores, and cuDNN's bf16 convolutions, start with compute capability 8.0
+#: (A100, RTX 30xx, H100); a V100 (7.0) or T4 (7.5) would emulate them, slower than fp32.
+BF16_MIN_CAPABILITY = (8, 0)
+
+
 def use_amp(config: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast: on by default on CUDA (tensor cores), off on CPU (slow there)."""
-    return device.type == "cuda" if config.amp is None else bool(config.amp)
+    """bf16 autocast. By default on for a CUDA GPU of compute capability 8.0 or newer
+    (bf16 tensor cores); off (fp32) on older GPUs such as V100 and T4, whose cuDNN has no
+    bf16 convolutions, on CPU (slow there) and on MPS. ``amp=True`` forces it on."""
+    if config.amp is not None:
+        return bool(config.amp)
+    if device.type != "cuda":
+        return False
+    return tuple(torch.cuda.get_device_capability(device)) >= BF16_MIN_CAPABILITY
 
 
 def use_channels_last(config: TrainConfig, device: torch.device) -> bool:

@@ -363,7 +363,10 @@ class _NonFiniteWatch:
     On CPU reading a scalar costs nothing, so it looks every step. On CUDA, every `interval`
     steps, it queues a copy of `not isfinite(loss_sum)` into pinned host memory behind a CUDA
     event, and reads the flag only once the event has completed: the device queue never
-    waits for the host. A diverged epoch therefore stops within a few dozen steps.
+    waits for the host. A diverged epoch therefore stops within a few dozen steps. The event
+    is recorded on the current stream of the trial's device (the one the copy is queued
+    on), which need not be the current device: with ``cuda:1`` an event on GPU 0's stream
+    would complete before the copy did.
     """
 
     def __init__(self, device: torch.device, interval: int = 16) -> None:
@@ -386,7 +389,7 @@ class _NonFiniteWatch:
         if self._event is None and step % self.interval == 0:
             self._flag.copy_(~torch.isfinite(loss_sum), non_blocking=True)
             self._event = torch.cuda.Event()
-            self._event.record()
+            self._event.record(torch.cuda.current_stream(self.device))
         return False
 
 

@@ -3,5 +3,6 @@
 to the Optuna study for optuna-dashboard (`dashboard`).
 
 Reads the database only. May import `study.search` (Optuna's storage), `study.config`,
-`study.presets`, `study.errors` and `storage`; never `study.run` or `study.commands`.
+`study.presets`, `study.errors`, `study.terminal` and `storage`; never `study.run` or
+`study.commands`.
 """

@@ -175,6 +175,55 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+#: Hosts that mean "every address of this machine": the dashboard then answers any Host.
+ANY_ADDRESS = frozenset({"0.0.0.0", "::", ""})
+_LOOPBACK_NAMES = {"127.0.0.1": ("localhost",), "::1": ("localhost",), "localhost": ("127.0.0.1",)}
+
+
+def allowed_hosts(host: str, port: int) -> frozenset[str] | None:
+    """The `Host:` header values the dashboard answers when started on `host`:`port`, or
+    None (any) for a wildcard address.
+
+    optuna-dashboard has no authentication and can delete studies. A web page on another
+    site can still make a browser send requests to 127.0.0.1 by pointing a host name of
+    its own at it (DNS rebinding); such requests carry that name in `Host:`, which is what
+    tells them apart. Besides the address itself, `localhost` is accepted for 127.0.0.1
+    and ::1 (and 127.0.0.1 for localhost); the port may be left out only when it is 80.
+    """
+    if host.strip("[]") in ANY_ADDRESS:
+        return None
+    names = {host.strip("[]").lower(), *_LOOPBACK_NAMES.get(host.strip("[]").lower(), ())}
+    allowed = set()
+    for name in names:
+        shown = f"[{name}]" if ":" in name else name
+        allowed.add(f"{shown}:{port}")
+        if port == 80:
+            allowed.add(shown)
+    return frozenset(allowed)
+
+
+class HostGuard:
+    """WSGI middleware: 403 for a request whose `Host:` header is not an allowed one."""
+
+    def __init__(self, app: Any, allowed: frozenset[str] | None) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        host = str(environ.get("HTTP_HOST", "")).strip().lower()
+        if self.allowed is None or host in self.allowed:
+            return self.app(environ, start_response)
+        body = (
+            f"403 Forbidden: Host {host or '(none)'!r} is not this dashboard's address "
+            f"({', '.join(sorted(self.allowed))})\n"
+        ).encode()
+        start_response(
+            "403 Forbidden",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+
 def make_dashboard_server(
     url: str,
     host: str = DEFAULT_HOST,
@@ -186,6 +235,8 @@ def make_dashboard_server(
     """A ready-to-serve optuna-dashboard WSGI server on the study database.
 
     Binding happens here, so a port in use is a `UsageError` before anything is served.
+    Requests whose `Host:` header is not `host`:port (or `localhost` for 127.0.0.1) get
+    403 (`allowed_hosts`: DNS rebinding); a wildcard `host` (0.0.0.0, ::) answers any.
     """
     import optuna
     from optuna.artifacts import FileSystemArtifactStore
@@ -208,6 +259,7 @@ def make_dashboard_server(
         )
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    server.set_app(HostGuard(app, allowed_hosts(host, server.server_port)))
     store_dir.mkdir(parents=True, exist_ok=True)
     server.artifact_dir = store_dir  # type: ignore[attr-defined]
     return server

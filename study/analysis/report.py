@@ -453,7 +453,12 @@ def paper_table(report: RobustnessReport) -> Table | None:
 
 
 def format_table(table: Table, indent: str = "") -> str:
+    """Aligned columns for a terminal; control characters in cells are escaped."""
+    from study.terminal import printable
+
     head, rows = table
+    head = [printable(str(c)) for c in head]
+    rows = [[printable(str(c)) for c in r] for r in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(head, *rows, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
@@ -491,7 +496,9 @@ def render_text(report: RobustnessReport) -> str:
     comp = comparison_table(report)
     if comp:
         parts += ["", format_table(comp)]
-    parts += ["", "Verdict:"] + [f"- {s}" for s in verdicts(report)]
+    from study.terminal import printable
+
+    parts += ["", "Verdict:"] + [f"- {printable(s)}" for s in verdicts(report)]
     for setting in a.settings:
         title = "Accuracy (%) by learning rate, mean +-std over seeds"
         if len(a.settings) > 1:
@@ -499,7 +506,8 @@ def render_text(report: RobustnessReport) -> str:
         parts += ["", title + ":", format_table(lr_table(report, setting))]
     imp = importance_lines(report)
     if imp:
-        parts += ["", "Parameter importances (Optuna PED-ANOVA):"] + [f"- {x}" for x in imp]
+        parts += ["", "Parameter importances (Optuna PED-ANOVA):"]
+        parts += [f"- {printable(x)}" for x in imp]
     paper = paper_table(report)
     if paper and report.paper:
         parts += ["", f"The paper beside ours: {report.paper.title}", format_table(paper)]

@@ -40,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from storage import mask_url, schema_status, upgrade
+    from storage.urls import upgrade_command
     from study.credentials import resolve_storage_url
 
     url = resolve_storage_url(args.storage)
@@ -57,6 +58,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(
             f"{shown}: results schema at {current or '(none)'}, this insgd-study needs {head}; "
-            f"run `insgd-study db upgrade --storage {shown}`\n"
+            f"run {upgrade_command(url)}\n"
         )
     return 0

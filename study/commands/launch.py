@@ -71,7 +71,7 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
         "--gpus-per-trial",
         "gpus_per_trial",
         float,
-        "GPUs per trial, fractions pack trials on one GPU (default: 0)",
+        "GPUs per trial, at most 1; fractions pack trials on one GPU (default: 0)",
     ),
     ("--max-failures", "max_failures", int, "restarts of a trial whose worker died (default: 3)"),
     (

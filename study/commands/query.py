@@ -173,7 +173,9 @@ def _cell(value: Any, spec: str) -> str:
     if spec == "yn":
         return "yes" if value else "no"
     if spec == "s":
-        return str(value)
+        from study.terminal import printable
+
+        return printable(str(value))  # a newline in a host name must not split the row
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return format(value, spec)

@@ -126,7 +126,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--amp",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="bf16 autocast (default: on for CUDA, off for CPU)",
+        help="bf16 autocast (default: on for CUDA GPUs of compute capability 8.0+, "
+        "off for older GPUs and CPU)",
     )
     loop.add_argument(
         "--channels-last",

@@ -36,6 +36,24 @@ QUIET_ENV = {
 }
 _NOISY_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.air", "optuna")
 _AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+#: Logs "Trial task failed for trial ..." at ERROR, with the exception's traceback.
+TUNE_CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
+
+
+class WorkerDeathFilter(logging.Filter):
+    """Drops Tune's traceback for a trial whose worker died (a `RayActorError`, such as
+    `ActorDiedError`): the study's progress already says it in one line ("worker failed
+    ...; restarting from its epoch N checkpoint", or FAILED once --max-failures are
+    spent). An error raised by the training code itself is kept. Not used with --verbose.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None:
+            return True
+        from ray.exceptions import RayActorError
+
+        return not isinstance(error, RayActorError)
 
 
 def quiet_environment(verbose: bool) -> None:
@@ -49,9 +67,14 @@ def quiet_environment(verbose: bool) -> None:
 
 
 def silence_loggers(verbose: bool) -> None:
-    """Ray and Optuna loggers to ERROR (after ray.init, which resets the 'ray' logger)."""
+    """Ray and Optuna loggers to ERROR (after ray.init, which resets the 'ray' logger),
+    and no traceback for a worker that died (`WorkerDeathFilter`)."""
+    controller = logging.getLogger(TUNE_CONTROLLER_LOGGER)
+    for existing in [f for f in controller.filters if isinstance(f, WorkerDeathFilter)]:
+        controller.removeFilter(existing)
     if verbose:
         return
+    controller.addFilter(WorkerDeathFilter())
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     import optuna

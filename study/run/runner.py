@@ -59,7 +59,7 @@ class Prepared:
 
     config: StudyConfig
     url: str
-    engine: Any
+    engine: Any  # None while the database does not exist: created once Ray is up
     exists: bool
     rows: list[Any]
 
@@ -77,14 +77,27 @@ def prepare(merged: MergedConfig) -> Prepared:
     from storage.urls import parse_url
 
     parse_url(url)  # a malformed URL is a StorageError before any file is created
+    from study.run.preflight import check_local_resources, check_results_dir
+
+    check_results_dir(config.results_dir)
+    check_local_resources(config)
     if config.address:
         from study.run.raysetup import check_address
 
         check_address(config.address)
     config = replace(config, data_dir=_absolute_data_dir(config.data_dir))
     check_dataset(config)
-    engine = storage.open_database(url)
-    existing = storage.ResultWriter(engine).get_study(config.name)
+    from storage.engine import open_existing
+
+    engine = open_existing(url)  # creates nothing: a new database waits for Ray (`_run_study`)
+    existing = None if engine is None else storage.ResultWriter(engine).get_study(config.name)
+    if existing is None and config.resume:
+        from storage.urls import mask_url
+
+        raise UsageError(
+            f"--resume: there is no study {config.name!r} in {mask_url(url)} to continue; "
+            f"check --name and --storage, or drop --resume to start a new study"
+        )
     rows: list[Any] = []
     if existing is not None:
         if config.resume:
@@ -238,6 +251,8 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
     ):
         if not (config.address or os.environ.get("RAY_ADDRESS")):
             _check_resources(config)  # a cluster may autoscale: only a local Ray is fixed
+        if prepared.engine is None:  # a new database, created now that Ray is up
+            prepared = replace(prepared, engine=storage.open_database(prepared.url))
         writer = storage.ResultWriter(prepared.engine)
         if not prepared.exists:
             writer.create_study(config.name, config.study_dict(), code_version())
@@ -436,11 +451,10 @@ def optuna_rdb_storage(url: str) -> Any:
     try:
         rdb = rdb_storage(normalized, engine_kwargs=kwargs)
     except Exception as exc:  # noqa: BLE001 - Optuna wraps driver errors in many types
-        from storage.urls import mask_url
+        from storage.urls import hide_secrets, mask_url
 
-        raise StorageError(
-            f"cannot open Optuna's tables in {mask_url(url)}: {' '.join(str(exc).split())[:200]}"
-        ) from None
+        reason = hide_secrets(" ".join(str(exc).split()), url)[:200]
+        raise StorageError(f"cannot open Optuna's tables in {mask_url(url)}: {reason}") from None
     if sqlite:
         # The results tables already put the file in WAL mode with synchronous=NORMAL
         # (storage.engine); Optuna's connections would fsync every commit, ~40% of its

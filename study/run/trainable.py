@@ -16,10 +16,11 @@ device) and the epoch it resumed from, so the driver can tell a restart from a r
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,18 +32,60 @@ CHECKPOINT_FILE = "trial.pt"
 EPOCH_FILE = "epoch.txt"  # beside the checkpoint, so a resume knows its epoch without loading it
 
 
+class GpuAssignmentError(RuntimeError):
+    """The GPU Ray assigned to a trial is not the one its process sees as `cuda:0`."""
+
+
 def pick_device() -> str:
     """CUDA only when Ray assigned this trial a GPU *and* torch can see one.
 
     "auto" would grab a GPU that Ray gave to another trial; a fake GPU resource
-    (``ray start --num-gpus 1`` on a CPU machine) must still train on the CPU.
+    (``ray start --num-gpus 1`` on a CPU machine) must still train on the CPU. The trial
+    trains on ``cuda`` (device 0), which is the assigned GPU only because Ray sets
+    CUDA_VISIBLE_DEVICES to it: `check_gpu_assignment` makes sure it did.
     """
     import ray
     import torch
 
-    if ray.get_gpu_ids() and torch.cuda.is_available():
-        return "cuda"  # Ray sets CUDA_VISIBLE_DEVICES, so device 0 is the assigned GPU
+    gpu_ids = ray.get_gpu_ids()
+    if gpu_ids and torch.cuda.is_available():
+        check_gpu_assignment(
+            gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.device_count()
+        )
+        return "cuda"
     return "cpu"
+
+
+def check_gpu_assignment(gpu_ids: Sequence[Any], visible: str | None, device_count: int) -> None:
+    """Raise GpuAssignmentError (the trial fails with this message) unless device 0 of this
+    process is the GPU Ray assigned: CUDA_VISIBLE_DEVICES must list exactly Ray's GPU ids,
+    in order, and torch must see that many devices.
+
+    They disagree when Ray was told not to set the variable
+    (RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES), when something in the worker changed
+    it, or when CUDA was initialised before Ray set it: then device 0 may be a GPU that
+    another trial is using.
+    """
+    assigned = [str(i).strip() for i in gpu_ids]
+    shown = ",".join(assigned)
+    if visible is None:
+        raise GpuAssignmentError(
+            f"Ray assigned GPU {shown} to this trial but CUDA_VISIBLE_DEVICES is not set, so "
+            f"cuda:0 is the machine's first GPU, not necessarily the assigned one (unset "
+            f"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES on the Ray nodes)"
+        )
+    listed = [part.strip() for part in visible.split(",") if part.strip()]
+    if listed != assigned:
+        raise GpuAssignmentError(
+            f"Ray assigned GPU {shown} to this trial but CUDA_VISIBLE_DEVICES is "
+            f"{visible!r}: cuda:0 would not be the assigned GPU"
+        )
+    if device_count != len(assigned):
+        raise GpuAssignmentError(
+            f"Ray assigned GPU {shown} to this trial (CUDA_VISIBLE_DEVICES={visible!r}) but "
+            f"torch sees {device_count} GPU(s): CUDA was initialised before Ray set the "
+            f"variable, so cuda:0 may be another trial's GPU"
+        )
 
 
 def _set_threads() -> None:

@@ -141,3 +141,102 @@ def test_bad_dashboard_arguments_are_one_line_exit_2(tmp_path, capsys, data):
     assert main(["dashboard", "--storage", f"sqlite:///{missing}", "--port", "1"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert not missing.exists()
+
+
+def _request(port: int, method: str, path: str, host: str | None) -> tuple[int, bytes]:
+    """One HTTP request to 127.0.0.1:`port` with this `Host:` header (None: no header)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        if host is not None:
+            conn.putheader("Host", host)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def _serving(server):
+    import threading
+
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_requests_for_another_host_are_refused_dns_rebinding(tmp_path, data):
+    """The real server over real HTTP: a page on evil.example.com whose name resolves to
+    127.0.0.1 gets 403 for every request, DELETE included; the study survives."""
+    from study.analysis.dashboard import make_dashboard_server
+
+    url = f"sqlite:///{tmp_path}/studies.db"
+    data.write_study(url, "s", [data.trial_spec("l2", 0.1, 0, 0.5)])
+    server = make_dashboard_server(url, port=0, artifact_dir=tmp_path / "art")
+    port = server.server_port
+    thread = _serving(server)
+    try:
+        status, body = _request(port, "GET", "/api/studies", f"127.0.0.1:{port}")
+        assert status == 200
+        (study,) = json.loads(body)["study_summaries"]
+        for host in (f"evil.example.com:{port}", "evil.example.com", f"127.0.0.1:{port + 1}",
+                     "127.0.0.1", f"localhost.evil.example.com:{port}", None):  # fmt: skip
+            status, body = _request(port, "DELETE", f"/api/studies/{study['study_id']}", host)
+            assert status == 403, (host, status, body)
+            assert b"not this dashboard's address" in body
+            assert _request(port, "GET", "/api/studies", host)[0] == 403
+        # the address it was started on, and localhost for 127.0.0.1 (any case)
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}"):
+            status, body = _request(port, "GET", "/api/studies", host)
+            assert status == 200, host
+            assert [s["study_name"] for s in json.loads(body)["study_summaries"]] == ["s"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_a_wildcard_address_answers_any_host_and_warns(tmp_path, data, capsys, monkeypatch):
+    from study.analysis import dashboard
+
+    url = f"sqlite:///{tmp_path}/studies.db"
+    data.write_study(url, "s", [data.trial_spec("l2", 0.1, 0, 0.5)])
+    servers = []
+    real = dashboard.make_dashboard_server
+
+    def keep(*args, **kwargs):
+        servers.append(real(*args, **kwargs))
+        servers[-1].serve_forever = lambda: None  # serve from the test's own thread
+        return servers[-1]
+
+    monkeypatch.setattr(dashboard, "make_dashboard_server", keep)
+    dashboard.serve(url, "0.0.0.0", 0, artifact_dir=tmp_path / "art")  # returns at once
+    assert "warning: listening on 0.0.0.0" in capsys.readouterr().err
+    server = real(url, "0.0.0.0", 0, artifact_dir=tmp_path / "art")
+    thread = _serving(server)
+    try:
+        assert _request(server.server_port, "GET", "/api/studies", "evil.example.com")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "allowed"),
+    [
+        ("127.0.0.1", 8080, {"127.0.0.1:8080", "localhost:8080"}),
+        ("localhost", 8080, {"localhost:8080", "127.0.0.1:8080"}),
+        ("::1", 9000, {"[::1]:9000", "localhost:9000"}),
+        ("10.0.0.5", 80, {"10.0.0.5:80", "10.0.0.5"}),
+        ("Box.Example", 8080, {"box.example:8080"}),
+        ("0.0.0.0", 8080, None),
+        ("::", 8080, None),
+    ],
+)
+def test_allowed_hosts(host, port, allowed):
+    from study.analysis.dashboard import allowed_hosts
+
+    assert allowed_hosts(host, port) == (None if allowed is None else frozenset(allowed))

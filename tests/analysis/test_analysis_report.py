@@ -348,3 +348,16 @@ def test_report_attaches_a_note_and_figures_to_the_optuna_study(
     assert publish_report(url, "no-optuna") == []
     code, _, err = _report(capsys, "--storage", url, "--study", "no-optuna")
     assert code == 0 and err == ""  # nothing to attach to: silently a plain report
+
+
+def test_text_tables_escape_newlines_and_control_characters() -> None:
+    """`report --format table`: a cell (e.g. a setting named after a stored model) with a
+    newline or an escape sequence stays on its row; other scripts pass unchanged."""
+    from study.analysis.report import format_table
+
+    text = format_table((["variant", "acc"], [["l2 [mlp\nfake row]", "1\x1b[31m"], ["é", "2"]]))
+    lines = text.splitlines()
+    assert len(lines) == 4
+    assert lines[2].startswith("l2 [mlp\\nfake row]") and lines[2].endswith("1\\x1b[31m")
+    assert lines[3].startswith("é")
+    assert "\x1b" not in text

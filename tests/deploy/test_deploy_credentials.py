@@ -140,3 +140,59 @@ def test_cli_refuses_password_in_storage_with_exit_2(
     assert err.count("\n") == 1 and "must not contain a password" in err, err
     assert SECRET not in out + err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        f"postgresql://writer@db:5432/insgd?password={SECRET}",
+        f"postgresql://writer@db/insgd?sslmode=require&password={SECRET}",
+        f"postgresql://writer@db/insgd?PASSWORD={SECRET}",
+        f"postgresql://writer@db/insgd?sslpassword={SECRET}",  # the client key's passphrase
+        f"postgresql://writer@db:notaport/insgd?password={SECRET}",  # too broken for make_url
+    ],
+)
+def test_password_query_parameter_in_storage_flag_is_refused(flag: str) -> None:
+    assert url_has_password(flag)
+    with pytest.raises(UsageError) as info:
+        resolve_storage_url(flag, {})
+    assert SECRET not in str(info.value)
+    assert "--storage must not contain a password" in str(info.value)
+
+
+def test_passfile_query_parameter_is_not_a_password() -> None:
+    url = "postgresql://writer@db/insgd?passfile=/run/secrets/pgpass&sslmode=require"
+    assert not url_has_password(url)
+    assert resolve_storage_url(url, {}) == url
+
+
+@pytest.mark.parametrize("command", ["db current", "db upgrade", "query", "launch"])
+def test_cli_refuses_password_query_parameter_with_exit_2(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    from study.cli import main
+
+    for name in (ENV_URL, ENV_URL_FILE):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    # a reachable server with trust auth: without the check this would connect and print it
+    url = f"postgresql://postgres@127.0.0.1:5432/test?password={SECRET}"
+    code = main([*command.split(), "--storage", url])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert err.count("\n") == 1 and "must not contain a password" in err, err
+    assert SECRET not in out + err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"])
+@pytest.mark.parametrize("source", ["flag", "env"])
+def test_in_memory_sqlite_is_refused_with_a_reason(url: str, source: str) -> None:
+    flag, env = (url, {}) if source == "flag" else (None, {ENV_URL: url})
+    with pytest.raises(UsageError) as info:
+        resolve_storage_url(flag, env)
+    assert "in-memory SQLite database" in str(info.value)
+    assert "sqlite:///studies.db" in str(info.value)

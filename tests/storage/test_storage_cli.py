@@ -102,6 +102,10 @@ def _outdated(tmp_path: Path) -> str:
         (["--where", "lr=abc"], "lr takes a number, got 'abc'"),
         (["--where", "diverged=maybe"], "diverged takes true/false/1/0"),
         (["--where", "lr"], "expected KEY=VALUE"),
+        # beyond the INTEGER columns: an OverflowError (SQLite) or DataError (PostgreSQL)
+        (["--where", "trial_number=99999999999999999999999"], "trial_number takes an integer"),
+        (["--where", "seed>=9223372036854775807"], "from -2147483648 to 2147483647"),
+        (["--where", "epochs_completed<3000000000"], "from -2147483648 to 2147483647"),
         (["--order-by", "colour"], "unknown column 'colour'"),
         (["--order-by", "lr:up"], "bad sort order 'lr:up'"),
         (["--limit", "many"], "argument --limit: invalid int value: 'many'"),
@@ -121,7 +125,7 @@ def test_query_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message) -
     code, out, err = _run(capsys, "query", *argv)
     assert code == 2 and out == ""
     assert err.startswith("insgd-study query: error: ") and message in err
-    assert err.count("\n") == 1
+    assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "missing.db").exists()
 
 
@@ -179,3 +183,64 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path) -> None:
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("insgd-study query: error: ")
     assert "Traceback" not in result.stderr and "topsecret" not in result.stderr
+
+
+def test_password_query_parameter_from_the_environment_is_used_never_printed(
+    postgres_url, monkeypatch, capsys
+) -> None:
+    """`$INSGD_STORAGE` may carry `?password=`: it connects, and every line shows it masked;
+    the upgrade hint names no `--storage` (its masked form would be refused)."""
+    monkeypatch.setenv("INSGD_STORAGE", postgres_url + "?password=topsecret")
+    code, out, err = _run(capsys, "db", "current")
+    assert code == 0, err
+    assert "?password=***" in out and "run `insgd-study db upgrade` (with the same" in out
+    code, out, err = _run(capsys, "db", "upgrade")
+    assert code == 0 and "?password=***: results schema (none) -> " in out
+    code, out, err = _run(capsys, "query", "--study", "nope")
+    assert code == 2 and "?password=***" in err
+    assert "topsecret" not in out + err
+    # the launch's own lines (here: "nothing to run", printed before Ray would start)
+    from study.config import merge
+
+    config = merge(flags={"name": "s", "norms": ("none",), "lr_points": 1, "epochs": 1}).config
+    writer = storage.ResultWriter(storage.open_database(postgres_url))
+    writer.create_study("s", config.study_dict(), "v1")
+    fields = {"optimizer": "sgd", "norm": None, "lr": 1e-3, "seed": 0}
+    writer.finish_trial("s", 0, fields, [{"epoch": 1, "val_accuracy": 0.5}])
+    storage.dispose_engines()
+    code, out, err = _run(
+        capsys, "launch", "--name", "s", "--norms", "none", "--lr-points", "1", "--epochs", "1"
+    )
+    assert code == 0, err
+    assert "nothing to run" in out and "?password=***" in out
+    assert "topsecret" not in out + err
+
+
+def test_integer_filters_at_the_column_limits_work(db_url: str, capsys) -> None:
+    """On both databases: the largest INTEGER is a valid filter (no driver error)."""
+    _populate(db_url)
+    for where in ("trial_number=2147483647", "seed>=-2147483648", "trial_number<=1e3"):
+        code, out, err = _run(
+            capsys, "query", "--storage", db_url, "--where", where, "--format", "json"
+        )
+        assert code == 0, err
+    assert len(json.loads(out)) == 5
+
+
+def test_table_escapes_newlines_and_control_characters_in_fields(tmp_path, capsys) -> None:
+    """A field with a newline or an escape sequence (here a host name) stays on its row,
+    shown, not obeyed by the terminal; JSON keeps the value as stored."""
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    writer = storage.ResultWriter(storage.open_database(url))
+    writer.create_study("s", {}, "v1")
+    weird = "gpu1\n(1 trial)\x1b[2J\tx\x7f"
+    writer.finish_trial("s", 0, {"optimizer": "sgd", "lr": 0.1, "hostname": weird})
+    storage.dispose_engines()
+    code, out, err = _run(capsys, "query", "--storage", url)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 4 and lines[-1] == "(1 trial)"  # header, rule, the row, the count
+    assert "gpu1\\n(1 trial)\\x1b[2J\\tx\\x7f" in lines[2]
+    assert "\x1b" not in out and "\t" not in out and "\x7f" not in out
+    code, out, err = _run(capsys, "query", "--storage", url, "--format", "json")
+    assert json.loads(out)[0]["hostname"] == weird

@@ -115,3 +115,44 @@ def test_engines_are_cached_per_url(sqlite_url: str) -> None:
     first = storage.open_database(sqlite_url)
     assert storage.open_database(sqlite_url) is first
     storage.dispose_engines()
+
+
+def test_mask_url_hides_password_query_parameters() -> None:
+    from sqlalchemy.engine import make_url
+
+    assert (
+        mask_url("postgresql://bob@db/x?password=hunter2") == "postgresql://bob@db/x?password=***"
+    )
+    masked = mask_url("postgresql://bob@db/x?sslmode=require&PassWord=hunter2&sslpassword=k3y")
+    assert "hunter2" not in masked and "k3y" not in masked and "sslmode=require" in masked
+    assert "hunter2" not in mask_url(make_url("postgresql://bob@db/x?password=hunter2"))
+    # repeated, and both forms at once
+    masked = mask_url("postgresql://bob:one1@db/x?password=two2&password=three3")
+    assert not {"one1", "two2", "three3"} & set(masked.replace("&", " ").split())
+    assert all(s not in masked for s in ("one1", "two2", "three3"))
+    # too broken for make_url: masked textually
+    masked = mask_url("postgresql://bob@db:notaport/x?password=hunter2&sslmode=require")
+    assert "hunter2" not in masked and "sslmode=require" in masked
+    # passfile names a file, not a secret; a URL with nothing to hide keeps its spelling
+    url = "postgresql://bob@db/x?passfile=/etc/pg/pass"
+    assert mask_url(url) == url
+
+
+def test_errors_never_echo_a_password_query_parameter() -> None:
+    from sqlalchemy.engine import make_url
+
+    from storage.transactions import db_reason
+
+    url = make_url("postgresql://bob@db/x?password=hunter2")
+    assert db_reason(RuntimeError("auth failed for password hunter2"), url) == (
+        "auth failed for password ***"
+    )
+    with pytest.raises(StorageError) as info:
+        storage.open_database("postgresql://postgres@127.0.0.1:1/test?password=hunter2")
+    assert "hunter2" not in str(info.value)
+    assert "cannot connect to postgresql://postgres@127.0.0.1:1/test?password=***" in str(
+        info.value
+    )
+    with pytest.raises(StorageError) as info:
+        storage.open_database("postgresql://postgres@127.0.0.1:notaport/test?password=hunter2")
+    assert "hunter2" not in str(info.value) and "malformed database URL" in str(info.value)

@@ -135,6 +135,8 @@ BAD_INPUTS = {
     "unknown model": ["--model", "resnet7"],
     "bad model option": ["--model-option", "hidden"],
     "option the model lacks": ["--model-option", "depth=3"],
+    "mlp hidden not a list": ["--model-option", "hidden=-1"],
+    "dropout not a number": ["--model", "toy-cnn", "--model-option", "dropout=x"],
     "option the dataset lacks": ["--dataset-option", "shape=[3,32,32]"],
     "no such device": ["--device", "tpu"],
     "no such gpu": ["--device", "cuda:99"],

@@ -74,6 +74,16 @@ def assert_refused(code: int, err: str, *needles: str) -> None:
         (["--epochs", "ten"], ["--epochs", "invalid int value: 'ten'"]),
         (["--lr-max", "big"], ["--lr-max", "invalid float value: 'big'"]),
         (["--name", "a b"], ["--name must be"]),
+        # numpy takes a seed in [0, 2**32 - 1]: refused before the study row is written
+        (["--sampler-seed", "-1"], ["--sampler-seed must be an integer from 0 to 4294967295"]),
+        (["--sampler-seed", str(2**32)], ["--sampler-seed must be an integer from 0 to"]),
+        # the database's INTEGER columns are 32-bit
+        (["--epochs", "99999999999999999999"], ["--epochs must be at most 2147483647"]),
+        (["--trials", "3000000000"], ["--trials must be at most 2147483647"]),
+        # a trial trains on one GPU; fractions pack trials on one
+        (["--gpus-per-trial", "2"], ["--gpus-per-trial must be at most 1"]),
+        (["--gpus-per-trial", "1.5"], ["--gpus-per-trial must be at most 1"]),
+        (["--storage", "sqlite://"], ["in-memory SQLite database"]),
     ],
 )
 def test_bad_flags(capsys, tmp_path, argv, needles):
@@ -96,6 +106,14 @@ def test_bad_flags(capsys, tmp_path, argv, needles):
         ("learning_rate = 0.1\n", ["unknown key 'learning_rate'"]),
         ("epochs = = 3\n", ["malformed TOML"]),
         ("epochs = 3\n[train\n", ["malformed TOML"]),
+        # numbers a setting cannot hold (an OverflowError after writing, before)
+        ("epochs = 99999999999999999999\n", ["--epochs must be at most 2147483647"]),
+        ("seeds = 2147483648\n", ["--seeds must be at most 2147483647"]),
+        ("sampler_seed = -1\n", ["--sampler-seed must be an integer from 0 to"]),
+        ("max_concurrent = 99999999999999999999\n", ["--max-concurrent must be at most"]),
+        (f"lr_max = 1{'0' * 400}\n", ["lr_max must be a number; got int"]),
+        (f"[train]\nweight_decay = 1{'0' * 400}\n", ["[train]", "weight_decay"]),
+        ("lr_max = inf\n", ["lr_max must be a number; got float inf"]),
     ],
 )
 def test_bad_toml(capsys, tmp_path, text, needles):
@@ -205,3 +223,95 @@ def test_refusal_as_a_real_process(tmp_path):
     )
     assert proc.stdout == ""
     assert not db.exists()
+
+
+def test_results_dir_that_is_a_file_or_unwritable(capsys, tmp_path, monkeypatch):
+    db = tmp_path / "x.db"
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    code, err = launch(capsys, "--results-dir", str(afile), "--storage", f"sqlite:///{db}")
+    assert_refused(code, err, "--results-dir", "is a file, not a folder")
+    code, err = launch(capsys, "--results-dir", str(afile / "sub"), "--storage", f"sqlite:///{db}")
+    assert_refused(code, err, "cannot be created", "is a file, not a folder")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    import os
+
+    if os.access(locked, os.W_OK):  # root writes anywhere: deny it as the kernel would
+        real = os.access
+        monkeypatch.setattr(
+            "study.run.preflight.os.access",
+            lambda p, mode: False if str(p).startswith(str(locked)) else real(p, mode),
+        )
+    for target, needle in ((locked, "is not writable"), (locked / "new", "cannot be created")):
+        code, err = launch(capsys, "--results-dir", str(target), "--storage", f"sqlite:///{db}")
+        assert_refused(code, err, "--results-dir", needle)
+    assert not db.exists()
+    locked.chmod(0o755)
+
+
+def test_gpus_or_cpus_this_machine_lacks_are_refused_before_the_database(
+    capsys, tmp_path, monkeypatch
+):
+    """The launch starts its own Ray, sized to this machine: a trial it could never
+    schedule is refused before the database file is created (not after Ray started)."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("study.run.preflight.local_gpu_count", lambda: 0)
+    db = tmp_path / "x.db"
+    code, err = launch(capsys, "--gpus-per-trial", "1", "--storage", f"sqlite:///{db}")
+    assert_refused(code, err, "a trial needs 1 CPU and 1 GPU", "has", "0 GPU")
+    code, err = launch(capsys, "--gpus-per-trial", "0.5", "--storage", f"sqlite:///{db}")
+    assert_refused(code, err, "0.5 GPU", "0 GPU")
+    code, err = launch(capsys, "--cpus-per-trial", "100000", "--storage", f"sqlite:///{db}")
+    assert_refused(code, err, "100000 CPU")
+    assert not db.exists()
+
+
+def test_local_resource_check_passes_what_the_machine_has(monkeypatch):
+    from study.config import merge
+    from study.run.preflight import check_local_resources
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("study.run.preflight.local_gpu_count", lambda: 1)
+    check_local_resources(merge(flags={"gpus_per_trial": 1.0}).config)
+    check_local_resources(merge(flags={"gpus_per_trial": 0.25}).config)
+    monkeypatch.setattr("study.run.preflight.local_gpu_count", lambda: 0)
+    # a cluster's resources are not this machine's: not checked here
+    check_local_resources(merge(flags={"gpus_per_trial": 1.0, "address": "auto"}).config)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    check_local_resources(merge(flags={"gpus_per_trial": 1.0}).config)
+
+
+def test_a_ray_that_cannot_be_joined_leaves_no_database(capsys, tmp_path, monkeypatch):
+    """`--address auto` with no cluster (or a port that is not Ray's) fails only when Ray
+    is joined: the new database is created after that, so nothing is left behind."""
+    from contextlib import contextmanager
+
+    from study.errors import UsageError
+
+    @contextmanager
+    def cannot_join(address, *, verbose=False):
+        raise UsageError(f"cannot join the Ray cluster at {address}: no running Ray instance")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr("study.run.raysetup.ray_session", cannot_join)
+    db = tmp_path / "x.db"
+    code, err = launch(capsys, "--address", "auto", "--storage", f"sqlite:///{db}")
+    assert_refused(code, err, "cannot join the Ray cluster at auto")
+    assert not db.exists()
+
+
+def test_resume_of_a_study_that_does_not_exist_is_refused(capsys, tmp_path):
+    db = tmp_path / "x.db"
+    code, err = launch(capsys, "--resume", "--name", "TYPO", "--storage", f"sqlite:///{db}")
+    assert_refused(code, err, "--resume: there is no study 'TYPO'", "drop --resume")
+    assert not db.exists()
+    from study.config import merge
+
+    url = f"sqlite:///{db}"
+    writer = storage.ResultWriter(storage.open_database(url))
+    writer.create_study("real", merge(flags={"name": "real"}).config.study_dict(), "test")
+    code, err = launch(capsys, "--resume", "--name", "TYPO", "--storage", url)
+    assert_refused(code, err, "there is no study 'TYPO'")
+    assert [s.name for s in storage.queries.list_studies(storage.open_database(url))] == ["real"]

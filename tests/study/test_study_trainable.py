@@ -120,3 +120,60 @@ def test_a_checkpoint_folder_is_made_for_several_epochs_or_a_checkpoint_to_resto
     assert trainable.needs_workdir(TrainConfig(epochs=1), object())
     assert not trainable.needs_workdir(TrainConfig(epochs=1), None)
     assert trainable.needs_workdir(TrainConfig(epochs=2), None)
+
+
+class TestGpuAssignment:
+    """The trial trains on `cuda` (device 0): only right when CUDA_VISIBLE_DEVICES is the
+    GPU Ray assigned. Ray and CUDA are stood in for (no GPU here)."""
+
+    @pytest.fixture
+    def gpu(self, monkeypatch):
+        import ray
+        import torch
+
+        state = {"ids": [3], "count": 1}
+        monkeypatch.setattr(ray, "get_gpu_ids", lambda: state["ids"])
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: state["count"])
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+        return state
+
+    def test_the_assigned_gpu_is_device_0(self, gpu):
+        assert trainable.pick_device() == "cuda"
+
+    @pytest.mark.parametrize(
+        ("visible", "count", "needle"),
+        [
+            (None, 4, "CUDA_VISIBLE_DEVICES is not set"),
+            ("2", 1, "CUDA_VISIBLE_DEVICES is '2'"),
+            ("0,1,2,3", 4, "CUDA_VISIBLE_DEVICES is '0,1,2,3'"),
+            ("3", 4, "torch sees 4 GPU(s)"),
+        ],
+    )
+    def test_a_disagreement_fails_the_trial_with_a_clear_message(
+        self, gpu, monkeypatch, visible, count, needle
+    ):
+        if visible is None:
+            monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+        else:
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        gpu["count"] = count
+        with pytest.raises(trainable.GpuAssignmentError) as info:
+            trainable.pick_device()
+        assert "Ray assigned GPU 3 to this trial" in str(info.value) and needle in str(info.value)
+
+    def test_a_fake_gpu_resource_trains_on_the_cpu(self, gpu, monkeypatch):
+        import torch
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # what Ray sets for no real GPU
+        assert trainable.pick_device() == "cpu"
+
+    def test_no_gpu_assigned_trains_on_the_cpu(self, gpu):
+        gpu["ids"] = []
+        assert trainable.pick_device() == "cpu"
+
+    def test_several_gpus_in_order(self):
+        trainable.check_gpu_assignment(["0", "1"], "0, 1", 2)
+        with pytest.raises(trainable.GpuAssignmentError):
+            trainable.check_gpu_assignment(["0", "1"], "1,0", 2)

@@ -76,7 +76,7 @@ def test_trials_without_sampler_means_tpe_and_grid_rejects_contradiction():
         ({"dataset": "svhn"}, "--dataset: unknown dataset 'svhn'"),
         ({"model": "vgg"}, "--model: unknown model 'vgg'"),
         ({"name": "no spaces"}, "--name must be"),
-        ({"gpus_per_trial": 1.5}, "whole number"),
+        ({"gpus_per_trial": 1.5}, "--gpus-per-trial must be at most 1"),
         ({"cpus_per_trial": 0.0}, "--cpus-per-trial must be a number > 0"),
         ({"train": {"lr": 0.1}}, r"\[train\] must not set lr"),
         ({"train": {"momentum": 2.0}}, r"\[train\]: momentum must be in"),
@@ -520,3 +520,49 @@ def test_end_of_study_report_outcomes_are_said_after_the_thread_that_drew_it(cap
     assert out.getvalue() == ""
     with pytest.raises(RuntimeError, match="a bug"):
         _say_report(done(error=RuntimeError("a bug")), out)
+
+
+def test_a_dead_workers_traceback_is_kept_off_stderr_unless_verbose():
+    """Tune logs "Trial task failed" with the exception's traceback at ERROR: for a worker
+    that died (the trial restarts, and the progress says so in one line) it is dropped,
+    an error of the training code itself is kept, and --verbose keeps everything."""
+    import logging
+
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    from study.run.raysetup import TUNE_CONTROLLER_LOGGER, WorkerDeathFilter, silence_loggers
+
+    names = ("ray", "ray.tune", "ray.train", "ray.air", "optuna", TUNE_CONTROLLER_LOGGER)
+    levels = {name: logging.getLogger(name).level for name in names}
+    controller = logging.getLogger(TUNE_CONTROLLER_LOGGER)
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.exc_info[1].__class__.__name__)
+
+    handler = Keep()
+    controller.addHandler(handler)
+
+    def log(error):
+        try:
+            raise error
+        except Exception as exc:  # noqa: BLE001 - logged as Tune does
+            controller.error("Trial task failed for trial run_trial_0001", exc_info=exc)
+
+    task_error = RayTaskError("run_trial", "Traceback ...\nValueError: bad", ValueError("bad"))
+    try:
+        silence_loggers(False)
+        silence_loggers(False)  # twice (a second launch in one process): one filter
+        assert sum(isinstance(f, WorkerDeathFilter) for f in controller.filters) == 1
+        log(ActorDiedError())
+        log(task_error)
+        assert seen == ["RayTaskError"]
+        silence_loggers(True)
+        log(ActorDiedError())
+        assert seen == ["RayTaskError", "ActorDiedError"]
+    finally:
+        controller.removeHandler(handler)
+        silence_loggers(True)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)

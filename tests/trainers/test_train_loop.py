@@ -132,3 +132,63 @@ def test_package_import_is_light_and_train_is_callable_either_way() -> None:
     import trainers.train as module
 
     assert trainers.train is module and callable(module) and callable(module.train)
+
+
+class _FakeEvent:
+    """Stands in for torch.cuda.Event: remembers the stream it was recorded on."""
+
+    recorded: list[object] = []
+
+    def record(self, stream: object = None) -> None:
+        _FakeEvent.recorded.append(stream)
+
+    def query(self) -> bool:
+        return True
+
+
+def test_non_finite_watch_records_its_event_on_the_trial_devices_stream(monkeypatch) -> None:
+    """With --device cuda:1 the flag's copy is queued on GPU 1's stream: an event on the
+    current device's (GPU 0's) stream would complete before the copy did. CUDA calls are
+    stood in for (no GPU here); the flag itself is a plain CPU tensor."""
+    from trainers.train import _NonFiniteWatch
+
+    real_zeros = torch.zeros
+    monkeypatch.setattr(
+        torch, "zeros", lambda *a, pin_memory=False, **k: real_zeros(*a, **k)
+    )  # no pinned memory without CUDA
+    monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: ("stream of", device))
+    _FakeEvent.recorded = []
+    device = torch.device("cuda", 1)
+    watch = _NonFiniteWatch(device, interval=4)
+    assert not watch.tripped(0, torch.tensor(1.0))  # queues the check of step 0
+    assert _FakeEvent.recorded == [("stream of", device)]
+    assert not watch.tripped(1, torch.tensor(float("nan")))  # the event of step 0: finite
+    assert not watch.tripped(4, torch.tensor(float("nan")))  # queues the check of step 4
+    assert watch.tripped(5, torch.tensor(float("nan")))  # ... which saw the NaN
+    assert _FakeEvent.recorded == [("stream of", device)] * 2
+
+
+@pytest.mark.parametrize(
+    ("capability", "amp"),
+    [((7, 0), False), ((7, 5), False), ((8, 0), True), ((8, 9), True), ((9, 0), True)],
+)
+def test_bf16_autocast_by_default_only_from_compute_capability_8(
+    monkeypatch, capability, amp
+) -> None:
+    """V100 (7.0) and T4 (7.5) have no bf16 convolutions in cuDNN: fp32 there by default."""
+    from trainers.device import use_amp
+
+    asked: list[object] = []
+
+    def get_device_capability(device=None):
+        asked.append(device)
+        return capability
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", get_device_capability)
+    device = torch.device("cuda", 1)
+    assert use_amp(TrainConfig(), device) is amp
+    assert asked == [device]  # the trial's GPU, not the current one
+    assert use_amp(TrainConfig(amp=True), device) is True  # asked for: on anyway
+    assert use_amp(TrainConfig(amp=False), device) is False
+    assert use_amp(TrainConfig(), torch.device("cpu")) is False

@@ -32,6 +32,11 @@ def _build_mlp(
     batchnorm: bool,
     hidden: Sequence[int] = (256, 128),
 ) -> nn.Module:
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+        raise ValueError(
+            f"mlp hidden widths must be a list of positive integers, e.g. hidden=[256,128]; "
+            f"got {hidden!r}"
+        )
     hidden = tuple(hidden)
     if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
         raise ValueError(f"mlp hidden widths must be positive integers; got {hidden!r}")
@@ -41,9 +46,14 @@ def _build_mlp(
 def _build_toy_cnn(
     in_channels: int, image_size: int, num_classes: int, batchnorm: bool, dropout: float = 0.2
 ) -> nn.Module:
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+    _check_dropout(dropout)
     return ToyCNN(in_channels, image_size, num_classes, batchnorm=batchnorm, dropout=dropout)
+
+
+def _check_dropout(dropout: Any) -> None:
+    number = isinstance(dropout, (int, float)) and not isinstance(dropout, bool)
+    if not number or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}")
 
 
 def _build_mnist_toy(
@@ -143,6 +153,7 @@ def _build_wrn(
     batchnorm: bool,
     dropout: float = 0.0,
 ) -> nn.Module:
+    _check_dropout(dropout)
     return WideResNet(depth, width, in_channels, num_classes, dropout=dropout, batchnorm=batchnorm)
 
 
