@@ -106,22 +106,20 @@ def measure(trials: int, shape: str, storage: str) -> float:
 
     from study.config import StudyConfig
     from study.run.trial_config import TrialTemplates
-    from study.search.space import variant_of
 
     study = StudyConfig()
     templates = TrialTemplates.for_study(study)
-    points = [("none", 0.05, None), ("l1", 0.2, 0.01), ("l2", 1.0, 0.003)]
+    points = [("sgd", 0.05, None), ("insgd-l1", 0.2, 0.01), ("insgd-l2", 1.0, 0.003)]
     own = [
         {
             "trial_number": i,
-            "norm": norm,
+            "variant": variant,
             "lr": lr,
             "eps": eps,
             "seed": 0,
-            "variant": variant_of(norm),
             "optuna_trial": i,
         }
-        for i, (norm, lr, eps) in enumerate(points)
+        for i, (variant, lr, eps) in enumerate(points)
     ]
 
     def suggest(index: int) -> dict[str, Any]:
@@ -129,8 +127,8 @@ def measure(trials: int, shape: str, storage: str) -> float:
         if shape == "own":
             return config
         # before: the searcher built the complete TrainConfig dict into the config
-        norm, lr, eps = config["norm"], config["lr"], config["eps"]
-        return {**config, "train": study.train_config(norm, lr, eps, 0).to_dict()}
+        variant, lr, eps = config["variant"], config["lr"], config["eps"]
+        return {**config, "train": study.train_config(variant, lr, eps, 0).to_dict()}
 
     generator = _generator(suggest, storage)  # set-up, not a trial's cost
     started = time.perf_counter()

@@ -104,15 +104,20 @@ def variant_name(
     norm: str | None = None,
     normalizer: str | None = "log",
     granularity: str | None = "layer",
+    beta: float | None = None,
 ) -> str:
     """The variant label a report compares: "sgd", "insgd-l1", "insgd-l2", plus suffixes.
 
-    "-nlms" marks the plain NLMS normalizer and "-channel" the per-channel input
-    energy: they are different algorithms, so their trials must not be pooled.
+    "-frozen" marks the frozen-normalizer control (beta 1.0: the study's
+    "insgd-l2-frozen", ...), "-nlms" the plain NLMS normalizer and "-channel" the
+    per-channel input energy: they are different algorithms, so their trials must not
+    be pooled.
     """
     if optimizer == "sgd" or norm in (None, "none", ""):
         return "sgd"
     name = f"insgd-{norm}"
+    if beta == 1.0:
+        name += "-frozen"
     if normalizer == "nlms":
         name += "-nlms"
     if granularity == "channel":
@@ -143,6 +148,7 @@ def point_from_row(row: Any) -> TrialPoint:
         getattr(row, "norm", None),
         getattr(row, "normalizer", "log"),
         getattr(row, "granularity", "layer"),
+        getattr(row, "beta", None),
     )
     seed = getattr(row, "seed", None)
     batchnorm = getattr(row, "batchnorm", None)

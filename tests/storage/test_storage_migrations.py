@@ -100,7 +100,9 @@ BACKFILLED = [
 
 def test_upgrade_to_0003_backfills_every_rows_variant(db_url: str) -> None:
     """Rows written before the `variant` column get the variant their optimizer, norm and
-    beta say, on both backends."""
+    beta say, on both backends, by the rule the study uses for old rows (`variant_of`)."""
+    from study.config import variant_of
+
     engine = storage.engine.get_engine(db_url)
     migrate.upgrade_engine(engine, "0002_analysis_indexes")
     assert "variant" not in {c["name"] for c in sa.inspect(engine).get_columns("insgd_trials")}
@@ -124,6 +126,7 @@ def test_upgrade_to_0003_backfills_every_rows_variant(db_url: str) -> None:
     assert storage.upgrade(db_url) == ("0002_analysis_indexes", migrate.head_revision())
     rows = storage.queries.list_trials(engine, "old")
     assert [r.variant for r in rows] == [expected for *_, expected in BACKFILLED]
+    assert [r.variant for r in rows] == [variant_of(r.optimizer, r.norm, r.beta) for r in rows]
     assert [r.trial_number for r in storage.queries.list_trials(
         engine, "old", where={"variant": "insgd-l2-frozen"}
     )] == [8]  # fmt: skip
