@@ -22,8 +22,12 @@ SCHEDULES = ("constant", "multistep", "cosine")
 class TrainConfig:
     """Everything that determines one training run.
 
-    `beta=None` means "equal to momentum", the paper's choice. `amp` and
-    `channels_last` default to on for CUDA and off for CPU (`None` = auto).
+    `beta=None` means "equal to momentum", the paper's choice. `beta=1.0` is the
+    frozen-normalizer control (INSGD only): P stays P_1, the input energy of each
+    layer's first step, so each layer's learning rate is rescaled once at
+    initialization and never adapts; it tells how much of INSGD's effect is that
+    rescale rather than tracking the input energy. `amp` and `channels_last`
+    default to on for CUDA and off for CPU (`None` = auto).
     """
 
     dataset: str = "digits"
@@ -74,8 +78,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not (0.0 <= value < 1.0 or (name == "dampening" and value == 1.0)):
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-        if self.beta is not None and not 0.0 <= self.beta < 1.0:
-            raise ValueError(f"beta must be in [0, 1) or None, got {self.beta!r}")
+        # 1.0 is allowed: the frozen-normalizer control (see the class docstring).
+        if self.beta is not None and not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1] or None, got {self.beta!r}")
         if self.weight_decay < 0 or not math.isfinite(self.weight_decay):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         for name in ("batch_size", "epochs"):

@@ -42,6 +42,11 @@ class Site:
     and scales it for all layers at once with foreach kernels in `step()`. A
     second forward before the step finishes both and `acc` becomes the running
     sum of energies. `count` is the number of forwards; all is reset on consumption.
+
+    `frozen` is set by the optimizer when the weight's P can no longer change
+    (beta = 1, the frozen-normalizer control, once P_1 exists): the hook then
+    measures nothing, since every later energy would be weighted by 1 - beta = 0.
+    It survives `reset()`; only the optimizer's step and state loading set it.
     """
 
     name: str
@@ -54,6 +59,7 @@ class Site:
     acc: Tensor | None = None
     scale: float = 1.0
     count: int = 0
+    frozen: bool = False
     handles: list[Any] = field(default_factory=list)
 
     @property
@@ -133,12 +139,16 @@ def make_energy_hook(site: Site) -> Callable[..., None]:
     `no_grad`/`inference_mode` forwards are not steps of training. The input
     is detached so that no autograd graph is recorded for the measurement. It
     is a plain closure so that `torch.compile` traces it into the graph (dynamo
-    replays the mutations of `site`) instead of breaking the graph.
+    replays the mutations of `site`) instead of breaking the graph; a compiled
+    model recompiles once when `site.frozen` turns on (dynamo guards on it).
+    A frozen site returns at once: its P is fixed, the energy would be discarded.
     """
     spatial_dims = site.weight.dim() - 2
 
     def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if not (module.training and torch.is_grad_enabled() and site.weight.requires_grad):
+        if site.frozen or not (
+            module.training and torch.is_grad_enabled() and site.weight.requires_grad
+        ):
             return
         x = args[0] if args else kwargs.get("input")
         if not isinstance(x, Tensor) or x.numel() == 0:

@@ -55,7 +55,12 @@ class INSGD(torch.optim.Optimizer):
         lr: learning rate (mu), >= 0.
         norm: "l2" (s = sum of x^2) or "l1" (s = sum of |x|), per sample, averaged.
         eps: floor of the log normalizer / additive term of "nlms", > 0.
-        beta: momentum of the input power P, in [0, 1). The paper uses beta = momentum.
+        beta: momentum of the input power P, in [0, 1]. The paper uses beta = momentum.
+            beta = 1 is the "frozen normalizer" control, not a setting of the published
+            method: P stays P_1 = s_1 forever, so each layer's step is rescaled once, by
+            f(P_1), at initialization. Comparing it with beta < 1 separates what INSGD
+            gains from tracking the input energy from what a fixed per-layer rescale
+            of the learning rate gives. Once a layer has P_1 its hook stops measuring.
         momentum, dampening, nesterov, weight_decay: as in `torch.optim.SGD`.
         granularity: "layer" (one P per layer) or "channel" (one P per conv input channel).
         normalizer: "log" (the published f_eps) or "nlms" (eps + P).
@@ -91,7 +96,7 @@ class INSGD(torch.optim.Optimizer):
         _check_choice("normalizer", normalizer, NORMALIZER_CHOICES)
         _check_number("lr", lr, low=0.0)
         _check_number("eps", eps, low=0.0, low_open=True)
-        _check_number("beta", beta, low=0.0, high=1.0)
+        _check_number("beta", beta, low=0.0, high=1.0, high_open=False)
         _check_number("momentum", momentum, low=0.0, high=1.0)
         _check_number("dampening", dampening, low=0.0, high=1.0, high_open=False)
         _check_number("weight_decay", weight_decay, low=0.0)
@@ -207,20 +212,42 @@ class INSGD(torch.optim.Optimizer):
                 self.state[p]["momentum_buffer"] = buf
 
     def _consume_energies(self, group: dict[str, Any], foreach: bool) -> None:
-        """P_t from s_t for every layer of the group that ran training forwards."""
-        sites = [site for p in group["params"] if (site := self._sites.get(p)) is not None]
+        """P_t from s_t for every layer of the group that ran training forwards.
+
+        With beta == 1 a P, once set, is kept as it is (not recomputed as 1 * P + 0 * s,
+        which an overflowed s would turn into NaN), and `_freeze_sites` stops the hooks
+        of the layers that have one.
+        """
+        sites = self._group_sites(group)
+        frozen = group["beta"] == 1
         old_powers: list[Tensor] = []
         energies: list[Tensor] = []
         for site, s in zip(sites, finish_energies(sites, foreach=foreach), strict=True):
             if s is None:
                 continue  # no training forward since the last step: keep P
             state = self.state[site.weight]
-            if "input_power" in state:
+            if "input_power" not in state:
+                state["input_power"] = s  # P_1 = s_1
+            elif not frozen:
                 old_powers.append(state["input_power"])
                 energies.append(s)
-            else:
-                state["input_power"] = s  # P_1 = s_1
         update_input_power(old_powers, energies, beta=group["beta"], foreach=foreach)
+        self._freeze_sites(group, sites)
+
+    def _group_sites(self, group: dict[str, Any]) -> list[Site]:
+        return [site for p in group["params"] if (site := self._sites.get(p)) is not None]
+
+    def _freeze_sites(self, group: dict[str, Any], sites: list[Site]) -> None:
+        """Turn measuring off for the layers whose P is fixed (beta == 1 and P exists), on
+        for all others. A layer without P keeps measuring: its first training forward
+        gives it P_1. Run at every step and state load, so a change of beta (by hand
+        or by `load_state_dict`) reaches the hooks; changed by hand between steps, it
+        reaches them only at the next step, whose forwards were measured as before.
+        """
+        frozen = group["beta"] == 1
+        for site in sites:
+            state = self.state.get(site.weight)
+            site.frozen = frozen and state is not None and "input_power" in state
 
     # -- analysis ------------------------------------------------------------------------
 
@@ -291,6 +318,8 @@ class INSGD(torch.optim.Optimizer):
             self.state[param]["input_power"] = power.detach().to(
                 device=param.device, dtype=torch.float32, copy=True
             )
+        for group in self.param_groups:
+            self._freeze_sites(group, self._group_sites(group))
 
 
 def _remove_handles(handles: Iterable[Any]) -> None:

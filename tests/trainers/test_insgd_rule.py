@@ -2,7 +2,8 @@
 
 A closed-form NLMS step, hand-worked grouped/depthwise channel maps, and a
 plain-loop float64 reference of Algorithm 1 (INSGD.md) run for several steps
-with momentum, dampening, Nesterov, weight decay and beta.
+with momentum, dampening, Nesterov, weight decay and beta, including beta = 1
+(the frozen-normalizer control).
 """
 
 from __future__ import annotations
@@ -245,10 +246,48 @@ def test_matches_float64_reference_over_several_steps(
     dampening: float,
     nesterov: bool,
 ) -> None:
+    _check_against_reference(
+        norm, granularity, normalizer, momentum=momentum, dampening=dampening,
+        nesterov=nesterov, beta=0.6,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("norm", "granularity", "normalizer", "momentum", "dampening", "nesterov"),
+    [(*c, 0.9, 0.0, False) for c in COMBOS]
+    + [("l2", "channel", "log", 0.8, 0.0, True), ("l1", "layer", "nlms", 0.0, 0.0, False)],
+)
+def test_frozen_normalizer_beta_one_matches_float64_reference(
+    norm: str,
+    granularity: str,
+    normalizer: str,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+) -> None:
+    """beta = 1, the frozen-normalizer control: the reference's literal EMA keeps P_1."""
+    _check_against_reference(
+        norm, granularity, normalizer, momentum=momentum, dampening=dampening,
+        nesterov=nesterov, beta=1.0,
+    )  # fmt: skip
+
+
+def _check_against_reference(
+    norm: str,
+    granularity: str,
+    normalizer: str,
+    *,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    beta: float,
+) -> None:
+    """Four steps of INSGD and of `ReferenceINSGD` on `_net()` with random inputs of
+    changing size (step 3 accumulates two forwards): the weights must agree."""
     hp = dict(
         lr=0.05,
         eps=0.01 if normalizer == "log" else 0.3,
-        beta=0.6,
+        beta=beta,
         momentum=momentum,
         dampening=dampening,
         nesterov=nesterov,
@@ -268,7 +307,7 @@ def test_matches_float64_reference_over_several_steps(
         ref_grads = {k: torch.zeros_like(v) for k, v in ref_params.items()}
         opt.zero_grad()
         for _ in range(micro_batches):
-            x = torch.randn(3, 3, 8, 8, generator=gen, dtype=torch.float64)
+            x = (1 + step) * torch.randn(3, 3, 8, 8, generator=gen, dtype=torch.float64)
             y = torch.randn(3, 5, generator=gen, dtype=torch.float64)
             F.mse_loss(model(x), y).backward()
             leaves = {k: v.clone().requires_grad_(True) for k, v in ref_params.items()}

@@ -50,7 +50,7 @@ HP = dict(momentum=0.9, dampening=0.1, weight_decay=5e-3)
         ({"lr": float("nan")}, "nan"),
         ({"eps": 0.0}, "0.0"),
         ({"eps": -1e-3}, "-0.001"),
-        ({"beta": 1.0}, "1.0"),
+        ({"beta": 1.0000001}, "1.0000001"),
         ({"beta": -0.5}, "-0.5"),
         ({"momentum": 1.0}, "1.0"),
         ({"momentum": -0.1}, "-0.1"),
