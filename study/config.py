@@ -247,6 +247,11 @@ class StudyConfig:
                 f"[train] must not set {', '.join(owned)}: the study sets "
                 f"{'them' if len(owned) > 1 else 'it'} (use the study's own keys/flags)"
             )
+        if self.train.get("beta") == FROZEN_BETA:
+            raise UsageError(
+                "[train] beta = 1.0 is the frozen-normalizer control: name it as a variant "
+                "(--variants insgd-l1-frozen,insgd-l2-frozen) so that its trials are told apart"
+            )
         for variant in self.variants:
             try:
                 self.train_config(variant, self.lr_min, self.eps_min, seed=0)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from ray import cloudpickle
 
-from study.config import DEFAULT_VARIANTS, StudyConfig
+from study.config import VARIANTS, StudyConfig
 from study.run.trainable import bind, run_trial
 from study.run.trial_config import TrialTemplates
 
@@ -30,12 +30,12 @@ STUDY = StudyConfig(
 )
 
 
-@pytest.mark.parametrize("variant", DEFAULT_VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("eps", [0.003, None])
 def test_options_are_exactly_what_the_study_config_builds(variant, eps) -> None:
-    study = replace(STUDY, variants=DEFAULT_VARIANTS)
+    study = replace(STUDY, variants=VARIANTS)
     templates = TrialTemplates.for_study(study)
-    assert set(templates.by_variant) == set(DEFAULT_VARIANTS)
+    assert set(templates.by_variant) == set(VARIANTS)
     trial = {"trial_number": 4, "variant": variant, "lr": 0.25, "eps": eps, "seed": 3}
     expected = study.train_config(variant, 0.25, eps, 3).to_dict()
     assert templates.options(trial) == expected
