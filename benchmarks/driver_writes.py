@@ -65,7 +65,7 @@ class Arm:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         name = f"writes-{kind}-{uuid.uuid4().hex[:8]}"
         flags = {"name": name, "trials": budget, "sampler": "random", "sampler_seed": 0}
-        flags.update(norms=("none", "l2"), lr_min=0.01, lr_max=0.1, epochs=1)
+        flags.update(variants=("sgd", "insgd-l2"), lr_min=0.01, lr_max=0.1, epochs=1)
         self.config = merge(flags=flags).config
         engine = storage.open_database(url)
         writer = storage.ResultWriter(engine)

@@ -72,6 +72,8 @@ class TrialRow:
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+    #: The study variant ("sgd", "insgd-l2-frozen", ...; revision 0003).
+    variant: str | None = None
     #: `params` as stored (JSON text); read `params` instead.
     params_json: str | None = field(default=None, repr=False, compare=False)
 
@@ -150,6 +152,7 @@ JSON_KEYS: tuple[str, ...] = (
     "started_at",
     "finished_at",
     "error",
+    "variant",
 )
 _JSON_ATTRIBUTES = tuple(
     (key, "final_val_accuracy" if key == "val_accuracy" else key) for key in JSON_KEYS
@@ -243,6 +246,7 @@ FILTER_COLUMNS: dict[str, str] = {
     "node_id": "text",
     "hostname": "text",
     "device_name": "text",
+    "variant": "text",
 }
 #: Other spellings accepted for a filter column.
 FILTER_ALIASES = {"final_val_accuracy": "val_accuracy", "trial": "trial_number"}

@@ -153,6 +153,11 @@ class Trial(Base):
     # Added in revision 0002: the trial's whole configuration (schedule, nesterov, ...),
     # so options without a column of their own are still queryable from SQL.
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Added in revision 0003: the study variant the trial belongs to ("sgd", "insgd-l2",
+    # "insgd-l2-frozen", ...: study.config.VARIANTS), as the study named it. Free text:
+    # the variants are the study's business; rows written before it are backfilled from
+    # optimizer, norm and beta (see the revision).
+    variant: Mapped[str | None] = mapped_column(String(64))
 
     study: Mapped[Study] = relationship(back_populates="trials")
     epochs: Mapped[list[Epoch]] = relationship(back_populates="trial", passive_deletes=True)

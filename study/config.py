@@ -3,7 +3,14 @@
 Precedence is defaults < ``--preset`` < TOML file < command-line flags, and everything is
 validated here, before Ray starts or the database is opened, so that bad input costs
 nothing and writes nothing. The defaults *are* the default study (`make demo`): digits +
-mlp, a grid over none/l1/l2 x 7 learning rates from 1e-3 to 10, one seed.
+mlp, a grid over sgd/insgd-l1/insgd-l2 x 7 learning rates from 1e-3 to 10, one seed.
+
+What a study compares are its *variants* (`VARIANTS`, `variant_settings`): plain SGD,
+INSGD with the l1 or l2 input-energy norm, and the *frozen* controls, INSGD whose
+input-power normalizer is frozen after its first step (beta = 1.0: P stays P_1). A frozen
+control rescales each layer's step once and never adapts, so comparing it with its INSGD
+variant separates INSGD's adaptivity from a fixed per-layer rescale of the lr. `norms`
+(none/l1/l2) is the older spelling of the first three and is still accepted (`merge`).
 
 Fields fall in two kinds. *Study fields* (`STUDY_FIELDS`) define what is being measured:
 a study stored under a name keeps them, and launching that name with different ones is
@@ -20,15 +27,24 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from study.errors import UsageError
 from trainers.config import TrainConfig
 
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "qmc", "grid")
 SCHEDULERS: tuple[str, ...] = ("fifo", "asha")
-#: "none" is the plain SGD baseline; l1 / l2 are INSGD's input-energy norms.
-VARIANTS: tuple[str, ...] = ("none", "l1", "l2")
+#: What a study can compare, in this order: the SGD baseline, INSGD with the l1 / l2
+#: input-energy norm, and the frozen controls (INSGD with its normalizer frozen after the
+#: first step: beta = 1.0). See the module docstring and `variant_settings`.
+VARIANTS: tuple[str, ...] = ("sgd", "insgd-l1", "insgd-l2", "insgd-l1-frozen", "insgd-l2-frozen")
+#: The variants of a study that names none: SGD vs INSGD-l1/l2.
+DEFAULT_VARIANTS: tuple[str, ...] = VARIANTS[:3]
+#: The ``--norms`` shorthand (TOML `norms`, and the stored configs of studies launched
+#: before variants existed): each norm name and the variant it stands for.
+NORM_VARIANTS: dict[str, str] = {"none": "sgd", "l1": "insgd-l1", "l2": "insgd-l2"}
+#: The beta of a frozen control: P_t = beta P_{t-1} + (1 - beta) E_t stays P_1.
+FROZEN_BETA = 1.0
 #: The eps of a one-point eps grid (TrainConfig's default, the paper's 0.01).
 DEFAULT_EPS = TrainConfig().eps
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -57,6 +73,39 @@ STUDY_OWNED_TRAIN_FIELDS: frozenset[str] = frozenset(
 )
 
 
+class VariantSettings(NamedTuple):
+    """What a variant trains: its optimizer, its input norm ("none" for SGD) and the beta
+    it forces (None: TrainConfig's, i.e. [train]'s or momentum)."""
+
+    optimizer: str
+    norm: str
+    beta: float | None
+
+
+def variant_settings(variant: str) -> VariantSettings:
+    """The optimizer, norm and beta override of a variant; ValueError for an unknown one."""
+    if variant == "sgd":
+        return VariantSettings("sgd", "none", None)
+    if variant in VARIANTS:
+        _, norm, *frozen = variant.split("-")
+        return VariantSettings("insgd", norm, FROZEN_BETA if frozen else None)
+    raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+
+
+def is_insgd_variant(variant: str) -> bool:
+    """INSGD variants (the frozen controls too) take an eps; SGD does not."""
+    return variant != "sgd"
+
+
+def variant_of(optimizer: str | None, norm: str | None, beta: float | None = None) -> str:
+    """The variant a trial trained, from its optimizer, norm and beta (a results row of a
+    study launched before variants were stored): "sgd" for SGD or no norm, else
+    "insgd-<norm>", "-frozen" added where beta is 1.0. The 0003 migration's backfill."""
+    if optimizer == "sgd" or norm in (None, "", "none"):
+        return "sgd"
+    return f"insgd-{norm}" + ("-frozen" if beta == FROZEN_BETA else "")
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """One study: what to train, what to search, how to run it. See the module docstring."""
@@ -75,7 +124,7 @@ class StudyConfig:
     trials: int | None = None
     sampler: str = "grid"
     sampler_seed: int | None = None
-    norms: tuple[str, ...] = VARIANTS
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
     lr_min: float = 1e-3
     lr_max: float = 10.0
     lr_points: int = 7
@@ -144,25 +193,22 @@ class StudyConfig:
                 f"--sampler-seed must be an integer from 0 to {MAX_SAMPLER_SEED} (2**32 - 1); "
                 f"got {self.sampler_seed!r}"
             )
-        self._validate_norms()
+        self._validate_variants()
         _range("lr", self.lr_min, self.lr_max, self.lr_points, self.sampler)
-        if self.insgd_norms:
+        if self.insgd_variants:
             _range("eps", self.eps_min, self.eps_max, self.eps_points, self.sampler)
         self._validate_trials()
         self._validate_resources()
         self._validate_train_options()
 
-    def _validate_norms(self) -> None:
-        if not isinstance(self.norms, tuple) or not self.norms:
-            raise UsageError(f"--norms needs at least one of {', '.join(VARIANTS)}")
-        for norm in self.norms:
-            if norm not in VARIANTS:
-                raise UsageError(
-                    f"--norms: unknown variant {norm!r}; choose from {', '.join(VARIANTS)} "
-                    f"('none' is the SGD baseline)"
-                )
-        if len(set(self.norms)) != len(self.norms):
-            raise UsageError(f"--norms lists a variant twice: {','.join(self.norms)}")
+    def _validate_variants(self) -> None:
+        if not isinstance(self.variants, tuple) or not self.variants:
+            raise UsageError(f"--variants needs at least one of {', '.join(VARIANTS)}")
+        for variant in self.variants:
+            if variant not in VARIANTS:
+                raise UsageError(_unknown_variant(variant))
+        if len(set(self.variants)) != len(self.variants):
+            raise UsageError(f"--variants lists a variant twice: {','.join(self.variants)}")
 
     def _validate_trials(self) -> None:
         if self.trials is not None and (not _is_int(self.trials) or self.trials < 1):
@@ -221,28 +267,40 @@ class StudyConfig:
                 f"[train] must not set {', '.join(owned)}: the study sets "
                 f"{'them' if len(owned) > 1 else 'it'} (use the study's own keys/flags)"
             )
-        for norm in self.norms:
+        if self.train.get("beta") == FROZEN_BETA:
+            raise UsageError(
+                "[train] beta = 1.0 is the frozen-normalizer control: name it as a variant "
+                "(--variants insgd-l1-frozen,insgd-l2-frozen) so that its trials are told apart"
+            )
+        for variant in self.variants:
             try:
-                self.train_config(norm, self.lr_min, self.eps_min, seed=0)
+                self.train_config(variant, self.lr_min, self.eps_min, seed=0)
             except (TypeError, ValueError, OverflowError) as exc:
                 raise UsageError(f"[train]: {_one_line(exc)}") from None
 
     # ------------------------------------------------------------------ derived values
     @property
-    def insgd_norms(self) -> tuple[str, ...]:
-        return tuple(n for n in self.norms if n != "none")
+    def insgd_variants(self) -> tuple[str, ...]:
+        """The variants that take an eps (INSGD, the frozen controls included)."""
+        return tuple(v for v in self.variants if is_insgd_variant(v))
+
+    @property
+    def sgd_variants(self) -> tuple[str, ...]:
+        """The variants without an eps: one grid point per lr each."""
+        return tuple(v for v in self.variants if not is_insgd_variant(v))
 
     @property
     def grid_size(self) -> int:
-        """Trials in the grid: lrs x (1 for SGD + eps points per INSGD norm) x seeds."""
-        per_lr = (1 if "none" in self.norms else 0) + len(self.insgd_norms) * self.eps_points
+        """Trials in the grid: lrs x (1 per SGD variant + eps points per INSGD variant) x
+        seeds."""
+        per_lr = len(self.sgd_variants) + len(self.insgd_variants) * self.eps_points
         return self.lr_points * per_lr * self.seeds
 
     def grid_description(self) -> str:
-        """E.g. "7 lrs x (1 SGD + 2 INSGD norms x 1 eps) x 1 seeds", for error messages."""
-        sgd = "1 SGD + " if "none" in self.norms else ""
+        """E.g. "7 lrs x (1 SGD + 2 INSGD variants x 1 eps) x 1 seeds", for error messages."""
+        sgd = f"{len(self.sgd_variants)} SGD + " if self.sgd_variants else ""
         return (
-            f"{self.lr_points} lrs x ({sgd}{len(self.insgd_norms)} INSGD norms x "
+            f"{self.lr_points} lrs x ({sgd}{len(self.insgd_variants)} INSGD variants x "
             f"{self.eps_points} eps) x {self.seeds} seeds"
         )
 
@@ -252,9 +310,12 @@ class StudyConfig:
         return self.grid_size if self.sampler == "grid" else int(self.trials or 0)
 
     def train_config(
-        self, norm: str, lr: float, eps: float | None, seed: int, device: str = "auto"
+        self, variant: str, lr: float, eps: float | None, seed: int, device: str = "auto"
     ) -> TrainConfig:
-        """The TrainConfig of one trial: "none" is SGD, l1/l2 are INSGD with that norm."""
+        """The TrainConfig of one trial of `variant` (`variant_settings`): "sgd" is SGD,
+        the others INSGD with their norm; a frozen control's beta (1.0) overrides any
+        [train] beta."""
+        settings = variant_settings(variant)
         options: dict[str, Any] = dict(self.train)
         options.update(
             dataset=self.dataset,
@@ -266,14 +327,16 @@ class StudyConfig:
             seed=int(seed),
             device=device,
         )
-        if norm == "none":
+        if settings.optimizer == "sgd":
             options["optimizer"] = "sgd"
         else:
             options.update(
                 optimizer="insgd",
-                norm=norm,
+                norm=settings.norm,
                 eps=float(eps if eps is not None else DEFAULT_EPS),
             )
+            if settings.beta is not None:
+                options["beta"] = settings.beta
         return TrainConfig.from_dict(options)
 
     def study_dict(self) -> dict[str, Any]:
@@ -285,13 +348,20 @@ class StudyConfig:
     def differences(
         self, stored: Mapping[str, Any], keys: frozenset[str] | None = None
     ) -> list[str]:
-        """Study fields whose value differs from a stored configuration, as "key: a vs b"."""
+        """Study fields whose value differs from a stored configuration, as "key: a vs b".
+
+        A configuration stored before variants existed (`norms`, no `variants`) is read as
+        the variants its norms stand for (`stored_study`); variants compare as a set.
+        """
+        stored = stored_study(stored)
         out = []
         for key in sorted(keys if keys is not None else STUDY_FIELDS):
             if key not in STUDY_FIELDS:
                 continue
             mine = _jsonable(getattr(self, key))
             theirs = stored.get(key, _jsonable(_DEFAULTS.get(key)))
+            if key == "variants" and isinstance(theirs, list) and set(mine) == set(theirs):
+                continue  # the same variants in another order: the same study
             if not _same(mine, theirs):
                 out.append(f"{key}: stored {theirs!r}, given {mine!r}")
         return out
@@ -306,7 +376,7 @@ STUDY_FIELDS: frozenset[str] = frozenset(
         "train",
         "sampler",
         "sampler_seed",
-        "norms",
+        "variants",
         "lr_min",
         "lr_max",
         "lr_points",
@@ -338,6 +408,7 @@ _KINDS: dict[str, str] = {
     "trials": "int?",
     "sampler": "str",
     "sampler_seed": "int?",
+    "variants": "variants",
     "norms": "norms",
     "lr_min": "float",
     "lr_max": "float",
@@ -358,7 +429,10 @@ _KINDS: dict[str, str] = {
     "resume": "bool",
     "verbose": "bool",
 }
-assert set(_KINDS) == set(_FIELD_NAMES), "every StudyConfig field needs a TOML kind"
+#: Keys a preset, TOML file or flag may give that are not StudyConfig fields: `merge`
+#: turns them into fields (`norms` is the shorthand of `variants`).
+_SHORTHANDS: frozenset[str] = frozenset({"norms"})
+assert set(_KINDS) == set(_FIELD_NAMES) | _SHORTHANDS, "every StudyConfig field needs a TOML kind"
 
 
 @dataclass(frozen=True)
@@ -374,6 +448,7 @@ class MergedConfig:
         An explicitly given study field that disagrees with the stored one is refused:
         ``--resume`` continues the study as it was defined, it does not redefine it.
         """
+        stored = stored_study(stored)
         conflicts = self.config.differences(stored, self.explicit & STUDY_FIELDS)
         if conflicts:
             raise UsageError(
@@ -389,6 +464,17 @@ class MergedConfig:
             return replace(self.config, **values)
         except UsageError as exc:
             raise UsageError(f"stored study {self.config.name!r}: {exc}") from None
+
+
+def stored_study(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored study configuration in today's keys: one stored before variants existed
+    has `norms` ("none", "l1", "l2") and no `variants`; it gets the variants they stand
+    for (an unknown norm is kept as it is, for validation to name)."""
+    out = dict(stored)
+    norms = out.pop("norms", None)
+    if "variants" not in out and isinstance(norms, list | tuple):
+        out["variants"] = [NORM_VARIANTS.get(str(n), str(n)) for n in norms]
+    return out
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -430,16 +516,38 @@ def merge(
 
     Without an explicit sampler, a study with a `trials` count is a search (tpe) and one
     without is the grid: the default study is the grid, and ``--trials 50`` alone means
-    "50 TPE trials".
+    "50 TPE trials". Within one layer, `norms` is the shorthand of `variants`: both may be
+    given only if they name the same variants (`_variants_of_layer`).
     """
     values: dict[str, Any] = {}
-    for layer in (preset, toml, flags):
+    for layer, where in ((preset, "the preset"), (toml, "the config file"), (flags, None)):
         if layer:
-            values.update(layer)
+            values.update(_variants_of_layer(layer, where))
     explicit = frozenset(values)
     if "sampler" not in values:
         values["sampler"] = "tpe" if values.get("trials") is not None else "grid"
     return MergedConfig(StudyConfig(**values), explicit)
+
+
+def _variants_of_layer(layer: Mapping[str, Any], where: str | None) -> dict[str, Any]:
+    """A layer (`where`: None for the flags) with its `norms` turned into the `variants`
+    they stand for; a `variants` that names other ones is a UsageError, as giving both
+    is only meant to say the same thing twice."""
+    out = dict(layer)
+    if "norms" not in out:
+        return out
+    names = ("--variants", "--norms") if where is None else ("variants", "norms")
+    place = "" if where is None else f"{where}: "
+    norms = parse_norms(out.pop("norms"), place + names[1])
+    from_norms = tuple(NORM_VARIANTS[norm] for norm in norms)
+    given = out.get("variants")
+    if given is not None and set(given) != set(from_norms):
+        raise UsageError(
+            f"{place}{names[0]} {','.join(given)} contradicts {names[1]} {','.join(norms)} "
+            f"(= {names[0]} {','.join(from_norms)}); give one of them"
+        )
+    out["variants"] = tuple(given) if given is not None else from_norms
+    return out
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -468,6 +576,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         return value
     if kind == "norms":
         return parse_norms(value, where)
+    if kind == "variants":
+        return parse_variants(value, where)
     if kind == "table":
         if not isinstance(value, Mapping):
             raise UsageError(
@@ -477,19 +587,45 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     raise AssertionError(kind)  # pragma: no cover
 
 
+def parse_variants(value: Any, where: str = "--variants") -> tuple[str, ...]:
+    """ "sgd,insgd-l2" or ["sgd", "insgd-l2"] -> ("sgd", "insgd-l2"); names are checked
+    by `StudyConfig`."""
+    return _names(value, where, '"sgd,insgd-l2,insgd-l2-frozen"')
+
+
 def parse_norms(value: Any, where: str = "--norms") -> tuple[str, ...]:
-    """ "none,l1,l2" or ["none", "l1"] -> ("none", "l1", ...); names are checked later."""
+    """The ``--norms`` shorthand: "none,l1,l2" or ["none", "l1"] -> ("none", "l1", ...),
+    each a key of `NORM_VARIANTS` (`merge` turns them into variants); an unknown or
+    repeated norm is a UsageError."""
+    norms = _names(value, where, '"none,l1,l2"')
+    for norm in norms:
+        if norm not in NORM_VARIANTS:
+            raise UsageError(
+                f"{where}: unknown variant {norm!r}; choose from {', '.join(NORM_VARIANTS)} "
+                f"('none' is the SGD baseline)"
+            )
+    if len(set(norms)) != len(norms):
+        raise UsageError(f"{where} lists a variant twice: {','.join(norms)}")
+    return norms
+
+
+def _names(value: Any, where: str, example: str) -> tuple[str, ...]:
     if isinstance(value, str):
         items = [part.strip() for part in value.split(",")]
     elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         items = [str(v).strip() for v in value]
     else:
-        raise UsageError(
-            f'{where} must be a list of variant names like "none,l1,l2"; got {value!r}'
-        )
+        raise UsageError(f"{where} must be a list of variant names like {example}; got {value!r}")
     if any(not item for item in items):
         raise UsageError(f"{where} has an empty variant name: {value!r}")
     return tuple(items)
+
+
+def _unknown_variant(variant: Any) -> str:
+    hint = ""
+    if variant in NORM_VARIANTS:
+        hint = f" ({variant!r} is a --norms name: --variants {NORM_VARIANTS[variant]})"
+    return f"--variants: unknown variant {variant!r}; choose from {', '.join(VARIANTS)}{hint}"
 
 
 def _range(name: str, low: Any, high: Any, points: int, sampler: str) -> None:
@@ -556,7 +692,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _from_stored(key: str, value: Any) -> Any:
-    if key == "norms":
+    if key == "variants":
         return tuple(value)
     if _KINDS[key].rstrip("?") == "float" and value is not None:
         return float(value)

@@ -13,7 +13,7 @@ from typing import Any
 # What every paper experiment shares: SGD vs INSGD-l1/l2 on a log grid of lrs from 0.01 to 1.
 _PAPER_GRID: dict[str, Any] = {
     "sampler": "grid",
-    "norms": ["none", "l1", "l2"],
+    "variants": ["sgd", "insgd-l1", "insgd-l2"],
     "lr_min": 0.01,
     "lr_max": 1.0,
     "eps_points": 1,
@@ -50,7 +50,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dataset": "digits",
         "model": "mlp",
         "sampler": "grid",
-        "norms": ["none", "l1", "l2"],
+        "variants": ["sgd", "insgd-l1", "insgd-l2"],
         "lr_min": 1e-3,
         "lr_max": 10.0,
         "lr_points": 7,

@@ -2,7 +2,7 @@
 
 Two views, because eps only exists for INSGD trials (a conditional parameter):
 - "all": every COMPLETE trial with Optuna's default evaluator (PED-ANOVA in
-  Optuna 5, which handles conditional parameters), so lr, norm and eps compete;
+  Optuna 5, which handles conditional parameters), so lr, variant and eps compete;
 - "insgd": only the INSGD trials, re-evaluated in an in-memory copy of the study
   so that eps is present in every trial and lr vs eps is a fair comparison.
 A view that cannot be computed (too few trials, a parameter that never varied)
@@ -21,9 +21,13 @@ INSGD_NORMS = ("l1", "l2")
 
 
 def is_insgd_trial(params: dict[str, Any]) -> bool:
-    """An Optuna trial is INSGD when its sampled norm/optimizer says so, or it sampled eps."""
+    """An Optuna trial is INSGD when its sampled variant/norm/optimizer says so (the frozen
+    controls are INSGD), or it sampled eps; "norm" is the parameter of studies launched
+    before variants existed."""
     if "optimizer" in params:
         return params["optimizer"] == "insgd"
+    if "variant" in params:
+        return params["variant"] != "sgd"
     if "norm" in params:
         return params["norm"] in INSGD_NORMS
     return "eps" in params

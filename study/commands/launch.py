@@ -42,10 +42,22 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ),
     ("--sampler-seed", "sampler_seed", int, "seed of the Optuna sampler"),
     (
+        "--variants",
+        "variants",
+        str,
+        "what the study compares, comma-separated, side by side in one study: sgd, insgd-l1, "
+        "insgd-l2, insgd-l1-frozen, insgd-l2-frozen (default: sgd,insgd-l1,insgd-l2). A "
+        "-frozen variant is the frozen-normalizer control: INSGD with that norm whose "
+        "normalizer (the input power P) is frozen after the first step (beta = 1.0), a fixed "
+        "per-layer rescale of the lr that never adapts; set beside its INSGD variant it "
+        "separates INSGD's adaptivity from a per-layer rescale",
+    ),
+    (
         "--norms",
         "norms",
         str,
-        "variants, comma-separated: none (SGD), l1, l2 (default: none,l1,l2)",
+        "shorthand for the first three variants: none (sgd), l1 (insgd-l1), l2 (insgd-l2); "
+        "with --variants it must name the same ones",
     ),
     ("--lr-min", "lr_min", float, "smallest learning rate (default: 1e-3)"),
     ("--lr-max", "lr_max", float, "largest learning rate (default: 10)"),
@@ -119,6 +131,10 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("resume", "verbose"):
         if getattr(args, key, False):
             given[key] = True
+    if "variants" in given:
+        from study.config import parse_variants
+
+        given["variants"] = parse_variants(given["variants"])
     if "norms" in given:
         from study.config import parse_norms
 

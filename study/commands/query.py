@@ -34,8 +34,10 @@ TABLE_COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
     ("state", "state", "s", False),
     ("opt", "optimizer", "s", False),
     ("norm", "norm", "s", False),
+    ("variant", "variant", "s", False),
     ("lr", "lr", ".4g", True),
     ("eps", "eps", ".3g", True),
+    ("beta", "beta", ".3g", True),
     ("seed", "seed", "d", True),
     ("val_acc", "final_val_accuracy", ".4f", True),
     ("best_acc", "best_val_accuracy", ".4f", True),
@@ -51,7 +53,7 @@ WHERE_HELP_COLUMNS = (
     "study trial_number state optimizer norm normalizer granularity lr eps beta momentum "
     "weight_decay batch_size seed model dataset epochs_planned epochs_completed val_accuracy "
     "best_val_accuracy final_train_loss diverged stopped_early wall_seconds node_id hostname "
-    "device_name"
+    "device_name variant"
 )
 
 

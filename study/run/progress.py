@@ -18,9 +18,10 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from study.config import VARIANTS, is_insgd_variant
 from study.run.recorder import error_text, last_line
 from study.search.searcher import objective, stopped_early
-from study.search.space import variant_of
+from study.search.space import row_variant
 
 
 @dataclass
@@ -62,7 +63,7 @@ class Progress(Callback):
                 config = trial.config
                 self.best = Best(
                     accuracy,
-                    config_label(variant_of(config["norm"]), config["lr"], config.get("eps")),
+                    config_label(config["variant"], config["lr"], config.get("eps")),
                 )
         self._finish(trial, outcome, last.get("time_total_s"))
 
@@ -88,7 +89,7 @@ class Progress(Callback):
         best = f"best {self.best.accuracy:.4f} {self.best.label}" if self.best else "best -"
         self._print(
             f"{self.done:>4}/{self.total:<4} trial {trial.config['trial_number']:>4}  "
-            f"{trial_label(trial.config):<36} {outcome:<14} {secs}  | {best} | "
+            f"{trial_label(trial.config):<42} {outcome:<14} {secs}  | {best} | "
             f"{self.eta()}"
         )
 
@@ -114,8 +115,7 @@ def trial_label(config: dict[str, Any]) -> str:
     eps = config.get("eps")
     eps_text = "-" if eps is None else f"{eps:.3g}"
     return (
-        f"{variant_of(config['norm']):<9} lr={config['lr']:<9.3g} eps={eps_text:<7} "
-        f"seed={config['seed']}"
+        f"{config['variant']:<15} lr={config['lr']:<9.3g} eps={eps_text:<7} seed={config['seed']}"
     )
 
 
@@ -176,10 +176,10 @@ def best_per_variant(rows: Iterable[Any]) -> list[ConfigResult]:
     for row in rows:
         if row.state != "COMPLETE" or row.lr is None:
             continue
-        norm = row.norm or "none"
-        eps = None if norm == "none" or row.eps is None else float(row.eps)
-        key = (norm, float(row.lr), eps)
-        group = groups.setdefault(key, ConfigResult(variant_of(norm), float(row.lr), eps, [], 0))
+        variant = row_variant(row)
+        eps = None if not is_insgd_variant(variant) or row.eps is None else float(row.eps)
+        key = (variant, float(row.lr), eps)
+        group = groups.setdefault(key, ConfigResult(variant, float(row.lr), eps, [], 0))
         accuracy = 0.0 if row.diverged else objective(row.final_val_accuracy)
         group.accuracies.append(accuracy)
         group.diverged += int(bool(row.diverged))
@@ -198,14 +198,14 @@ def summary_table(rows: Sequence[Any]) -> str:
         counts[row.state] = counts.get(row.state, 0) + 1
     lines = [
         "best configuration per variant (mean final validation accuracy over seeds):",
-        f"  {'variant':<10} {'lr':>9} {'eps':>9} {'accuracy':>9} {'std':>7} "
+        f"  {'variant':<15} {'lr':>9} {'eps':>9} {'accuracy':>9} {'std':>7} "
         f"{'seeds':>5} {'diverged':>8}",
     ]
     results = best_per_variant(rows)
     for result in results:
         eps = "-" if result.eps is None else f"{result.eps:.3g}"
         lines.append(
-            f"  {result.variant:<10} {result.lr:>9.3g} {eps:>9} {result.mean:>9.4f} "
+            f"  {result.variant:<15} {result.lr:>9.3g} {eps:>9} {result.mean:>9.4f} "
             f"{result.std:>7.4f} {len(result.accuracies):>5} {result.diverged:>8}"
         )
     if not results:
@@ -218,4 +218,6 @@ def summary_table(rows: Sequence[Any]) -> str:
 
 
 def _variant_order(variant: str) -> tuple[int, str]:
-    return (0 if variant == "sgd" else 1, variant)
+    """`VARIANTS` order (SGD first, each frozen control after the INSGD variants), any
+    other name after them."""
+    return (VARIANTS.index(variant) if variant in VARIANTS else len(VARIANTS), variant)

@@ -4,8 +4,9 @@ Only the driver writes results: workers hold no database credentials, and one wr
 study works the same on SQLite and PostgreSQL. Tune calls this callback in the driver's
 event loop for every trial event:
 
-- start  -> `start_trial` (RUNNING, the trial's whole TrainConfig, its seed and number;
-  the TrainConfig is the study's `TrialTemplates` merged with the trial's Tune config);
+- start  -> `start_trial` (RUNNING, the trial's whole TrainConfig, its study variant, seed
+  and number; the TrainConfig is the study's `TrialTemplates` merged with the trial's
+  Tune config);
 - result -> `record_epoch` (one write per epoch: the hot path);
 - complete -> `finish_trial` with the node, host and device of its last report: COMPLETE,
   or PRUNED with ``stopped_early`` when a scheduler ended it before its planned epochs (a
@@ -42,6 +43,7 @@ from ray.tune import Callback
 
 from storage import COMPLETE, FAIL, PRUNED, ResultWriter
 from storage.writer import TrialWrite
+from study.config import is_insgd_variant
 from study.run.trial_config import TrialTemplates
 from study.search.searcher import is_final_result, stopped_early
 from study.writes import MAX_HOLD, InlineWrites, Writes
@@ -80,15 +82,16 @@ class Recorder(Callback):
         if number in self._started:
             return  # a restart after a worker failure: same trial, same row
         config = trial.config
+        variant = config["variant"]
         fields: dict[str, Any] = {
             "config": self.templates.options(config),
+            "variant": variant,  # the study's name for it: its own column
             "params": {
-                "variant": config.get("variant"),
                 "optuna_trial": config.get("optuna_trial"),
                 "tune_trial_id": trial.trial_id,
             },
         }
-        if config["norm"] == "none":
+        if not is_insgd_variant(variant):
             fields["eps"] = None  # SGD has no eps, whatever TrainConfig's default says
         fields["started_at"] = self._started[number] = datetime.now(UTC)
         self._batch.append(("start_trial", (self.study, number, fields)))

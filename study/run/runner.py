@@ -34,7 +34,7 @@ from typing import Any, TextIO
 from storage.errors import StorageError
 from study.config import MergedConfig, StudyConfig
 from study.errors import UsageError
-from study.search.space import Point, find_point, grid_points
+from study.search.space import Point, find_point, grid_points, row_point
 
 FINISHED_STATES = ("COMPLETE", "PRUNED")
 #: Samplers whose next configuration does not depend on earlier results (grid points are
@@ -177,7 +177,9 @@ def make_plan(
         for point in grid_points(config):
             group_for(point)
     for row in rows:
-        point = _row_point(row)
+        point = row_point(row)
+        if point.variant not in config.variants:
+            continue  # not a variant of this study (cannot happen for an unchanged study)
         if config.sampler == "grid":
             canonical = find_point(point, (g.point for g in groups))
             if canonical is None:
@@ -273,7 +275,7 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
         _say(
             out,
             f"study {config.name!r}: {config.sampler} over "
-            f"{','.join(config.norms)}, {plan.finished} of {config.target_trials} "
+            f"{','.join(config.variants)}, {plan.finished} of {config.target_trials} "
             f"trials finished, running {plan.budget} ({config.dataset}/{config.model}, "
             f"{config.epochs} epochs, up to {slots} at once)",
         )
@@ -532,11 +534,6 @@ def _finished_curves(
     for epoch in storage.queries.study_epochs(engine, config.name):
         curves.setdefault(epoch.trial_number, {})[epoch.epoch] = objective(epoch.val_accuracy)
     return curves
-
-
-def _row_point(row: Any) -> Point:
-    norm = row.norm or "none"
-    return Point(norm, float(row.lr), None if norm == "none" or row.eps is None else float(row.eps))
 
 
 def _check_resources(config: StudyConfig) -> None:

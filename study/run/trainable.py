@@ -1,6 +1,6 @@
 """The Ray Tune trainable: a plain function of a trial's config that trains and reports.
 
-Everything a trial needs is its Tune config (its norm, lr, eps and seed) and the study's
+Everything a trial needs is its Tune config (its variant, lr, eps and seed) and the study's
 `TrialTemplates` (`study.run.trial_config`: the rest of its `TrainConfig`), which `bind`
 pickles once with the function instead of into every trial's config. So this module
 holds no study logic: it picks the device, restores the last per-epoch checkpoint if

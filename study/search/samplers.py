@@ -5,7 +5,7 @@
   independent sampling; ``constant_liar`` keeps parallel workers from piling onto one
   promising point.
 - ``random``: uniform over the space (log-uniform for lr and eps).
-- ``qmc``: scrambled Sobol; covers the (norm, lr, eps) box more evenly than random for the
+- ``qmc``: scrambled Sobol; covers the (variant, lr, eps) box more evenly than random for the
   same budget. Its space is fixed by the first trial, so a conditional eps the first trial
   lacked is sampled independently (at random) afterwards.
 - ``grid``: every point is enqueued with its fixed parameters (see `study.search.searcher`), so the

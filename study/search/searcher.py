@@ -1,6 +1,6 @@
 """How trials are chosen: one Optuna trial per configuration, one Tune trial per seed.
 
-A study repeats every configuration (norm, lr, eps) with seeds 0..N-1. Asking Optuna once
+A study repeats every configuration (variant, lr, eps) with seeds 0..N-1. Asking Optuna once
 per *seed* would let TPE treat seed noise as signal and would sample N unrelated points;
 making the seed a search parameter would let it "optimise" the seed. So `SeededSearch`
 wraps `OptunaSearch`:
@@ -47,7 +47,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from study.config import StudyConfig
 from study.search.optuna_private import _tell_with_warning
-from study.search.space import Point, variant_of
+from study.search.space import Point
 from study.writes import InlineWrites, Writes
 
 METRIC = "val_accuracy"
@@ -298,11 +298,10 @@ class SeededSearch(Searcher):
         # `TrialTemplates`, which the trainable and the recorder merge back
         return {
             "trial_number": number,
-            "norm": point.norm,
+            "variant": point.variant,
             "lr": point.lr,
             "eps": point.eps,
             "seed": seed,
-            "variant": variant_of(point.norm),
             "optuna_trial": group.optuna_number,
         }
 
@@ -452,7 +451,7 @@ class SeededSearch(Searcher):
         assert group.point is not None
         # each attribute is a write to the database: three, set once, at the end
         attrs = {
-            "variant": variant_of(group.point.norm),
+            "variant": group.point.variant,
             "diverged": any(o.diverged for o in outcomes),
             "trial_numbers": [o.trial_number for o in outcomes],
         }

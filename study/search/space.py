@@ -1,9 +1,14 @@
-"""The search space: norm (categorical), lr (log-uniform), eps (log-uniform, INSGD only).
+"""The search space: variant (categorical), lr (log-uniform), eps (log-uniform, INSGD only).
 
-eps is a *conditional* parameter: it is suggested only when the sampled norm is an INSGD
-norm, so an SGD trial never pretends to have one (Optuna records no eps for it, and TPE
-with ``group=True`` models the two sub-spaces separately). A `Point` is one configuration;
-each point runs once per seed, and the seed is not part of the space (see `study.search.searcher`).
+The Optuna parameter "variant" takes the study's variant names ("sgd", "insgd-l2",
+"insgd-l2-frozen", ...: `study.config.VARIANTS`) as its values, so optuna-dashboard and
+the parameter importances show what was compared. eps is a *conditional* parameter: it is
+suggested only when the sampled variant is an INSGD one (a frozen control too), so an SGD
+trial never pretends to have one (Optuna records no eps for it, and TPE with
+``group=True`` models the two sub-spaces separately). A `Point` is one configuration; each
+point runs once per seed, and the seed is not part of the space (see
+`study.search.searcher`). Studies launched before variants existed sampled a "norm"
+parameter (none/l1/l2) instead; `Point.from_params` still reads it.
 """
 
 from __future__ import annotations
@@ -13,43 +18,64 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from study.config import DEFAULT_EPS, StudyConfig
+from study.config import DEFAULT_EPS, NORM_VARIANTS, StudyConfig, is_insgd_variant, variant_of
 
 
 @dataclass(frozen=True)
 class Point:
-    """One configuration of the search space; `eps` is None for SGD (norm "none")."""
+    """One configuration of the search space; `eps` is None for SGD (variant "sgd")."""
 
-    norm: str
+    variant: str
     lr: float
     eps: float | None = None
 
     @property
     def params(self) -> dict[str, Any]:
         """The point as Optuna parameters (no eps for SGD)."""
-        out: dict[str, Any] = {"norm": self.norm, "lr": self.lr}
+        out: dict[str, Any] = {"variant": self.variant, "lr": self.lr}
         if self.eps is not None:
             out["eps"] = self.eps
         return out
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Point:
-        norm = str(params["norm"])
+        """The point of Optuna parameters: "variant", or the "norm" (none/l1/l2) of a
+        study launched before variants existed."""
+        if "variant" in params:
+            variant = str(params["variant"])
+        else:
+            norm = str(params["norm"])
+            if norm not in NORM_VARIANTS:
+                raise ValueError(f"unknown norm parameter {norm!r}")
+            variant = NORM_VARIANTS[norm]
         eps = params.get("eps")
-        return cls(norm, float(params["lr"]), None if norm == "none" or eps is None else float(eps))
+        insgd = is_insgd_variant(variant) and eps is not None
+        return cls(variant, float(params["lr"]), float(eps) if insgd else None)
 
     def same_as(self, other: Point) -> bool:
         """Equal up to float round-off through JSON / SQL (a database round trip)."""
-        if self.norm != other.norm or not _close(self.lr, other.lr):
+        if self.variant != other.variant or not _close(self.lr, other.lr):
             return False
         if self.eps is None or other.eps is None:
             return self.eps is None and other.eps is None
         return _close(self.eps, other.eps)
 
 
-def variant_of(norm: str) -> str:
-    """The report's variant label: "sgd" for norm "none", else "insgd-<norm>"."""
-    return "sgd" if norm == "none" else f"insgd-{norm}"
+def row_variant(row: Any) -> str:
+    """The variant of a results row: its `variant` column, or for a row written before
+    there was one (also a row without it, such as a test's), what its optimizer, norm and
+    beta say (`study.config.variant_of`)."""
+    variant = getattr(row, "variant", None)
+    if variant:
+        return str(variant)
+    return variant_of(getattr(row, "optimizer", None), row.norm, getattr(row, "beta", None))
+
+
+def row_point(row: Any) -> Point:
+    """The configuration of a results row (eps only for INSGD variants)."""
+    variant = row_variant(row)
+    eps = row.eps if is_insgd_variant(variant) else None
+    return Point(variant, float(row.lr), None if eps is None else float(eps))
 
 
 def log_points(low: float, high: float, count: int) -> list[float]:
@@ -63,7 +89,7 @@ def log_points(low: float, high: float, count: int) -> list[float]:
 
 
 def grid_points(config: StudyConfig) -> list[Point]:
-    """Every grid point once: lrs x norms x (eps values for INSGD norms only).
+    """Every grid point once: lrs x variants x (eps values for INSGD variants only).
 
     Ordered lr-major so that an interrupted grid has covered the lr axis evenly.
     """
@@ -74,11 +100,11 @@ def grid_points(config: StudyConfig) -> list[Point]:
         epss = log_points(config.eps_min, config.eps_max, config.eps_points)
     points = []
     for lr in lrs:
-        for norm in config.norms:
-            if norm == "none":
-                points.append(Point("none", lr))
+        for variant in config.variants:
+            if is_insgd_variant(variant):
+                points.extend(Point(variant, lr, eps) for eps in epss)
             else:
-                points.extend(Point(norm, lr, eps) for eps in epss)
+                points.append(Point(variant, lr))
     return points
 
 
@@ -88,20 +114,20 @@ def define_space(config: StudyConfig) -> Callable[[Any], dict[str, Any]]:
     It returns the values it suggested, so a searcher needs no captor to learn them
     (`study.search.searcher.StudyOptunaSearch`); with Ray's captor the result is the same.
     """
-    norms = list(config.norms)
-    insgd = bool(config.insgd_norms)
+    variants = list(config.variants)
+    insgd = bool(config.insgd_variants)
     eps_low, eps_high = config.eps_min, config.eps_max
     if config.sampler == "grid" and config.eps_points == 1:
         # the one-point eps grid is the default eps, which may lie outside the range
         eps_low, eps_high = min(eps_low, DEFAULT_EPS), max(eps_high, DEFAULT_EPS)
 
     def space(trial: Any) -> dict[str, Any]:
-        norm = trial.suggest_categorical("norm", norms)
+        variant = trial.suggest_categorical("variant", variants)
         values = {
-            "norm": norm,
+            "variant": variant,
             "lr": trial.suggest_float("lr", config.lr_min, config.lr_max, log=True),
         }
-        if insgd and norm != "none":
+        if insgd and is_insgd_variant(variant):
             values["eps"] = trial.suggest_float("eps", eps_low, eps_high, log=True)
         return values
 

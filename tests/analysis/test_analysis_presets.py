@@ -32,7 +32,7 @@ def test_the_issue_names_every_paper_preset_and_each_has_the_papers_numbers():
     for name in PAPER:
         assert reference_for(name) is REFERENCES[name]
         assert _config(name).name == name  # `report --study <preset>` finds it
-        assert _config(name).norms == ("none", "l1", "l2")
+        assert _config(name).variants == ("sgd", "insgd-l1", "insgd-l2")
 
 
 @pytest.mark.parametrize("name", CIFAR)
@@ -41,7 +41,7 @@ def test_cifar_presets_use_the_papers_setup(name):
     assert (c.epochs, c.batch_size, c.seeds) == (200, 128, 3)
     assert c.train["momentum"] == 0.9 and c.train["weight_decay"] == 5e-4
     assert c.train["schedule"] == "multistep" and c.train["augment"] is True
-    assert c.train_config("l2", 0.1, 0.01, seed=0).effective_beta == 0.9  # beta = momentum
+    assert c.train_config("insgd-l2", 0.1, 0.01, seed=0).effective_beta == 0.9  # beta = momentum
 
 
 def test_the_toy_presets_cover_the_papers_lrs_and_beyond_with_and_without_bn():

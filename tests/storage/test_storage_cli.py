@@ -41,12 +41,18 @@ def _populate(url: str) -> None:
     writer = storage.ResultWriter(storage.open_database(url))
     writer.create_study("s", {"sampler": "grid"}, "v1")
     writer.create_study("t", {}, "v1")
-    for n, (optimizer, norm, lr) in enumerate(
-        [("sgd", None, 0.1), ("insgd", "l1", 0.1), ("insgd", "l2", 0.1), ("insgd", "l2", 1.0)]
+    for n, (optimizer, norm, lr, beta, variant) in enumerate(
+        [
+            ("sgd", None, 0.1, None, "sgd"),
+            ("insgd", "l1", 0.1, None, "insgd-l1"),
+            ("insgd", "l2", 0.1, None, "insgd-l2"),
+            ("insgd", "l2", 1.0, 1.0, "insgd-l2-frozen"),  # the frozen-normalizer control
+        ]
     ):
         epochs = [{"epoch": e, "val_accuracy": 0.5 + n / 10 + e / 100} for e in range(2)]
         fields = {"optimizer": optimizer, "norm": norm, "lr": lr, "eps": 0.01, "seed": n,
-                  "node_id": "abc", "hostname": "gpu1", "wall_seconds": 3.25}  # fmt: skip
+                  "beta": beta, "variant": variant, "node_id": "abc", "hostname": "gpu1",
+                  "wall_seconds": 3.25}  # fmt: skip
         writer.finish_trial("s", n, fields, epochs)
     writer.finish_trial("t", 0, {"optimizer": "insgd", "norm": "l2", "lr": 0.5})
     storage.dispose_engines()
@@ -83,9 +89,41 @@ def test_query_json_csv_and_table(db_url: str, capsys) -> None:
     )
     lines = out.splitlines()
     assert code == 0 and lines[0].split()[:5] == ["study", "trial", "state", "opt", "norm"]
+    assert lines[0].split()[5:9] == ["variant", "lr", "eps", "beta"]
     assert set(lines[1]) == {"-", " "} and lines[-1] == "(4 trials)"
-    assert lines[2].split()[:6] == ["s", "0", "COMPLETE", "sgd", "none", "0.1"]
+    assert lines[2].split()[:9] == ["s", "0", "COMPLETE", "sgd", "none", "sgd", "0.1", "0.01", "-"]
+    assert lines[5].split()[5:9] == ["insgd-l2-frozen", "1", "0.01", "1"]
     assert all(len(line.split()) == len(query_command.TABLE_COLUMNS) for line in lines[2:-1])
+
+
+def test_query_filters_on_the_variant_and_shows_it_with_beta(db_url: str, capsys) -> None:
+    """`--where variant=insgd-l2-frozen` finds the frozen control (same optimizer and norm
+    as insgd-l2); JSON carries `variant` and `beta`; a variant is matched exactly."""
+    _populate(db_url)
+    code, out, err = _run(
+        capsys, "query", "--storage", db_url, "--where", "variant=insgd-l2-frozen",
+        "--format", "json",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    (record,) = json.loads(out)
+    assert (record["trial_number"], record["norm"], record["variant"], record["beta"]) == (
+        3,
+        "l2",
+        "insgd-l2-frozen",
+        1.0,
+    )
+    assert CONTRACT | {"variant", "beta"} <= set(record)
+    code, out, _ = _run(
+        capsys, "query", "--storage", db_url, "--where", "variant=insgd-l2", "variant=sgd",
+        "--format", "json",
+    )  # fmt: skip
+    records = json.loads(out)
+    assert [(r["trial_number"], r["variant"], r["beta"]) for r in records] == [
+        (0, "sgd", None),
+        (2, "insgd-l2", None),
+    ]
+    code, out, _ = _run(capsys, "query", "--storage", db_url, "--where", "variant!=sgd")
+    assert code == 0 and out.splitlines()[-1] == "(4 trials)"  # t's trial has no variant
 
 
 def _outdated(tmp_path: Path) -> str:
@@ -132,7 +170,8 @@ def test_query_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message) -
 def test_storage_flag_beats_environment_beats_default(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     code, out, _ = _run(capsys, "db", "upgrade")
-    assert code == 0 and out.startswith("sqlite:///studies.db: results schema (none) -> 0002")
+    head = migrate.head_revision()
+    assert code == 0 and out.startswith(f"sqlite:///studies.db: results schema (none) -> {head}")
     assert (tmp_path / "studies.db").exists()
     _populate(f"sqlite:///{tmp_path / 'env.db'}")
     monkeypatch.setenv("INSGD_STORAGE", f"sqlite:///{tmp_path / 'env.db'}")

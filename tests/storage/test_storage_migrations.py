@@ -83,6 +83,62 @@ def test_upgrade_from_base_keeps_every_row(db_url: str) -> None:
     storage.dispose_engines()
 
 
+#: Rows of a database at 0002 (optimizer, norm, beta) and the variant 0003 backfills.
+BACKFILLED = [
+    ("sgd", "none", None, "sgd"),
+    ("sgd", "l2", 1.0, "sgd"),  # SGD is SGD whatever its norm and beta say
+    ("insgd", None, None, "sgd"),  # no norm: nothing normalized
+    ("insgd", "none", 0.9, "sgd"),
+    ("insgd", "l1", None, "insgd-l1"),
+    ("insgd", "l2", 0.9, "insgd-l2"),
+    ("insgd", "l2", 0.999, "insgd-l2"),
+    ("insgd", "l1", 1.0, "insgd-l1-frozen"),  # the frozen-normalizer controls
+    ("insgd", "l2", 1.0, "insgd-l2-frozen"),
+    (None, "l2", None, "insgd-l2"),
+]
+
+
+def test_upgrade_to_0003_backfills_every_rows_variant(db_url: str) -> None:
+    """Rows written before the `variant` column get the variant their optimizer, norm and
+    beta say, on both backends, by the rule the study uses for old rows (`variant_of`)."""
+    from study.config import variant_of
+
+    engine = storage.engine.get_engine(db_url)
+    migrate.upgrade_engine(engine, "0002_analysis_indexes")
+    assert "variant" not in {c["name"] for c in sa.inspect(engine).get_columns("insgd_trials")}
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO insgd_studies (id, name, created_at, config, code_version) "
+                "VALUES (1, 'old', :t, :config, 'v0')"
+            ),
+            {"t": "2025-01-02 03:04:05", "config": '{"norms": ["none", "l1", "l2"]}'},
+        )
+        for number, (optimizer, norm, beta, _) in enumerate(BACKFILLED):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO insgd_trials (study_id, trial_number, state, optimizer, norm, "
+                    "beta, lr, epochs_completed, diverged, stopped_early) "
+                    "VALUES (1, :n, 'COMPLETE', :optimizer, :norm, :beta, 0.1, 1, false, false)"
+                ),
+                {"n": number, "optimizer": optimizer, "norm": norm, "beta": beta},
+            )
+    assert storage.upgrade(db_url) == ("0002_analysis_indexes", migrate.head_revision())
+    rows = storage.queries.list_trials(engine, "old")
+    assert [r.variant for r in rows] == [expected for *_, expected in BACKFILLED]
+    assert [r.variant for r in rows] == [variant_of(r.optimizer, r.norm, r.beta) for r in rows]
+    assert [r.trial_number for r in storage.queries.list_trials(
+        engine, "old", where={"variant": "insgd-l2-frozen"}
+    )] == [8]  # fmt: skip
+    # a row written from now on has the variant its writer gives, or none
+    writer = storage.ResultWriter(engine)
+    writer.start_trial("old", 20, {"optimizer": "insgd", "norm": "l2", "variant": "insgd-l2"})
+    writer.start_trial("old", 21, {"optimizer": "insgd", "norm": "l2", "beta": 1.0})
+    new = storage.queries.list_trials(engine, "old", where="trial_number>=20")
+    assert [r.variant for r in new] == ["insgd-l2", None]
+    storage.dispose_engines()
+
+
 def test_open_database_upgrades_an_old_schema_by_default(sqlite_url: str) -> None:
     _database_at_base(sqlite_url)
     engine = storage.open_database(sqlite_url)

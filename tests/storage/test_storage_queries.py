@@ -34,7 +34,8 @@ def _populate(writer: storage.ResultWriter, make_epoch) -> None:
             "dataset": ["digits", "cifar10"][n % 2], "epochs": 2 + n % 2,
         }  # fmt: skip
         where = {"node_id": f"node{n % 3}", "hostname": f"host{n % 2}", "device_name": f"d{n % 3}"}
-        writer.start_trial("grid", n, {"config": config, **where})
+        variant = "sgd" if n % 3 == 0 else f"insgd-{norms[n % 3]}" + ("-frozen" if n > 5 else "")
+        writer.start_trial("grid", n, {"config": config, "variant": variant, **where})
         if n == 8:
             continue  # stays RUNNING, with no results at all (NULLs)
         epochs = [make_epoch(e, val_accuracy=0.5 + n / 100 + e / 1000) for e in range(1 + n % 2)]

@@ -65,6 +65,18 @@ def assert_refused(code: int, err: str, *needles: str) -> None:
         (["--sampler", "anneal"], ["--sampler must be one of tpe, random, qmc, grid"]),
         (["--scheduler", "pbt"], ["--scheduler must be one of fifo, asha"]),
         (["--norms", "none,l3"], ["unknown variant 'l3'"]),
+        (
+            ["--variants", "sgd,insgd-l2-frozen", "--norms", "none,l2"],
+            ["--variants sgd,insgd-l2-frozen contradicts --norms none,l2", "give one of them"],
+        ),
+        (
+            ["--variants", "sgd,insgd-l3"],
+            [
+                "--variants: unknown variant 'insgd-l3'; choose from sgd, insgd-l1, insgd-l2, "
+                "insgd-l1-frozen, insgd-l2-frozen"
+            ],
+        ),
+        (["--variants", "sgd,,insgd-l2"], ["--variants has an empty variant name"]),
         (["--dataset", "svhn"], ["unknown dataset 'svhn'"]),
         (["--model", "vgg11"], ["unknown model 'vgg11'"]),
         (["--preset", "nope"], ["unknown preset 'nope'", "default"]),
@@ -100,6 +112,12 @@ def test_bad_flags(capsys, tmp_path, argv, needles):
         ("lr_min = true\n", ["lr_min must be a number; got bool True"]),
         ('norms = "none,l9"\n', ["unknown variant 'l9'"]),
         ("norms = 3\n", ["norms must be a list of variant names"]),
+        (
+            'variants = ["insgd-l2-frozen"]\nnorms = "l2"\n',
+            ["variants insgd-l2-frozen contradicts"],
+        ),
+        ('variants = "sgd,frozen"\n', ["--variants: unknown variant 'frozen'; choose from sgd"]),
+        ("variants = 3\n", ["variants must be a list of variant names"]),
         ("resume = 1\n", ["resume must be true or false"]),
         ('train = "fast"\n', ["train must be a table"]),
         ("[train]\nlr = 0.5\n", ["[train] must not set lr"]),

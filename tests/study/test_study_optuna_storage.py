@@ -189,14 +189,14 @@ def test_a_seeded_study_samples_the_same_on_driver_and_optuna_storage(url, sampl
     Optuna's own storage or the driver's serves the study."""
     flags = {"trials": 8, "sampler": sampler, "sampler_seed": 5, "epochs": 1}
     if sampler == "grid":
-        flags = {"sampler": "grid", "lr_points": 4, "norms": ("none", "l2"), "epochs": 1}
+        flags = {"sampler": "grid", "lr_points": 4, "variants": ("sgd", "insgd-l2"), "epochs": 1}
     config = merge(flags=flags).config
     studies = {}
     for name, storage in (("plain", optuna_rdb_storage(url)), ("driver", None)):
         storage = storage or DriverStorage(optuna_rdb_storage(url))
         search, _ = _searcher(config, name=name, storage=storage)
         studies[name] = _run_all(search, config.target_trials)
-    keys = ("trial_number", "norm", "lr", "eps", "seed", "optuna_trial")
+    keys = ("trial_number", "variant", "lr", "eps", "seed", "optuna_trial")
     assert [{k: c[k] for k in keys} for c in studies["driver"]] == [
         {k: c[k] for k in keys} for c in studies["plain"]
     ]

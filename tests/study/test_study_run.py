@@ -81,7 +81,7 @@ def test_grid_study_with_seeds_records_everything(local_ray, tmp_path):
     code, out, url = study(
         tmp_path,
         "grid",
-        norms=("none", "l2"),
+        variants=("sgd", "insgd-l2"),
         lr_points=2,
         lr_min=0.01,
         lr_max=0.3,
@@ -96,11 +96,15 @@ def test_grid_study_with_seeds_records_everything(local_ray, tmp_path):
     assert len(rows) == 8 and all(r.state == "COMPLETE" for r in rows)
     assert sorted(r.trial_number for r in rows) == list(range(8))
     assert overlap(rows) == 1  # --max-concurrent 1
-    configs = Counter((r.norm, round(r.lr, 12), r.eps, r.seed) for r in rows)
+    configs = Counter((r.variant, round(r.lr, 12), r.eps, r.seed) for r in rows)
     assert len(configs) == 8  # every grid point x seed exactly once
     assert {r.seed for r in rows} == {0, 1}
-    assert all(r.eps is None for r in rows if r.norm == "none")
-    assert all(r.eps == pytest.approx(0.01) for r in rows if r.norm == "l2")
+    assert {(r.variant, r.optimizer, r.norm) for r in rows} == {
+        ("sgd", "sgd", "none"),
+        ("insgd-l2", "insgd", "l2"),
+    }
+    assert all(r.eps is None for r in rows if r.variant == "sgd")
+    assert all(r.eps == pytest.approx(0.01) for r in rows if r.variant == "insgd-l2")
     node = local_ray.get_runtime_context().get_node_id()
     for row in rows:
         assert (row.node_id, row.hostname) == (node, socket.gethostname())
@@ -118,10 +122,9 @@ def test_grid_study_with_seeds_records_everything(local_ray, tmp_path):
         assert len(numbers) == 2
         seeds = [by_number[n] for n in numbers]
         assert {s.seed for s in seeds} == {0, 1}
-        assert trial.user_attrs["variant"] == (
-            "sgd" if trial.params["norm"] == "none" else "insgd-l2"
-        )
-        assert ("eps" in trial.params) == (trial.params["norm"] != "none")
+        assert trial.user_attrs["variant"] == trial.params["variant"]
+        assert {s.variant for s in seeds} == {trial.params["variant"]}
+        assert ("eps" in trial.params) == (trial.params["variant"] != "sgd")
         expected = sum(0.0 if s.diverged else s.final_val_accuracy for s in seeds) / 2
         assert trial.value == pytest.approx(expected)
         assert sorted(trial.intermediate_values) == [1, 2]
@@ -139,7 +142,7 @@ def test_grid_study_with_seeds_records_everything(local_ray, tmp_path):
     code, again, _ = study(
         tmp_path,
         "grid",
-        norms=("none", "l2"),
+        variants=("sgd", "insgd-l2"),
         lr_points=2,
         lr_min=0.01,
         lr_max=0.3,
@@ -162,7 +165,7 @@ def test_asha_prunes_and_pruned_trials_are_never_complete(local_ray, tmp_path, p
         sampler="random",
         trials=8,
         sampler_seed=0,
-        norms=("none",),
+        variants=("sgd",),
         lr_min=1e-5,
         lr_max=0.3,
         epochs=4,
@@ -191,7 +194,7 @@ def test_half_gpus_pack_two_trials_on_one_gpu(local_ray, tmp_path):
     code, out, url = study(
         tmp_path,
         "gpu-half",
-        norms=("none", "l2"),
+        variants=("sgd", "insgd-l2"),
         lr_points=2,
         lr_min=0.01,
         lr_max=0.1,

@@ -68,7 +68,7 @@ def session(tmp_path, monkeypatch):
 def _run(epochs: int) -> None:
     """`run_trial` as a study's trial: its Tune config and the study's templates."""
     study = StudyConfig(dataset="digits", model="mlp", epochs=epochs, batch_size=256)
-    config = {"norm": "l2", "lr": 0.05, "eps": 0.01, "seed": 0}
+    config = {"variant": "insgd-l2", "lr": 0.05, "eps": 0.01, "seed": 0}
     trainable.run_trial(config, TrialTemplates.for_study(study))
 
 

@@ -26,7 +26,7 @@ def test_defaults_are_the_default_study():
     merged = merge()
     config = merged.config
     assert (config.dataset, config.model, config.sampler) == ("digits", "mlp", "grid")
-    assert config.norms == ("none", "l1", "l2")
+    assert config.variants == ("sgd", "insgd-l1", "insgd-l2")
     assert config.seeds == 1 and config.trials is None
     lrs = sorted({p.lr for p in grid_points(config)})
     assert len(lrs) == 7 and lrs[0] == 1e-3 and lrs[-1] == 10.0
@@ -44,10 +44,11 @@ def test_precedence_preset_toml_flags(tmp_path):
     assert config.batch_size == 16  # preset
     assert config.epochs == 3  # TOML beats preset
     assert config.lr_max == 0.5  # flag beats TOML
-    assert config.norms == ("none", "l2")
+    assert config.variants == ("sgd", "insgd-l2")  # TOML `norms`: the shorthand
     assert config.train == {"momentum": 0.5}
-    assert config.train_config("l2", 0.1, None, seed=3).momentum == 0.5
-    assert {"epochs", "batch_size", "lr_max", "norms", "train"} <= merged.explicit
+    assert config.train_config("insgd-l2", 0.1, None, seed=3).momentum == 0.5
+    assert {"epochs", "batch_size", "lr_max", "variants", "train"} <= merged.explicit
+    assert "norms" not in merged.explicit
 
 
 def test_trials_without_sampler_means_tpe_and_grid_rejects_contradiction():
@@ -129,12 +130,12 @@ def test_grid_points_are_exact_and_eps_is_insgd_only():
     ).config
     points = grid_points(config)
     assert len(points) == config.target_trials == 3 * (1 + 2 * 2)
-    assert len({(p.norm, p.lr, p.eps) for p in points}) == len(points)
-    assert all(p.eps is None for p in points if p.norm == "none")
-    assert {p.eps for p in points if p.norm != "none"} == {0.001, 0.1}
+    assert len({(p.variant, p.lr, p.eps) for p in points}) == len(points)
+    assert all(p.eps is None for p in points if p.variant == "sgd")
+    assert {p.eps for p in points if p.variant != "sgd"} == {0.001, 0.1}
     assert [round(x, 12) for x in log_points(0.01, 1.0, 3)] == [0.01, 0.1, 1.0]
     one = merge(flags={"norms": ("l2",), "lr_points": 1, "lr_min": 0.1, "lr_max": 0.1}).config
-    assert grid_points(one) == [Point("l2", 0.1, 0.01)]  # one eps point: the default eps
+    assert grid_points(one) == [Point("insgd-l2", 0.1, 0.01)]  # one eps point: the default
 
 
 def test_define_space_makes_eps_conditional():
@@ -144,10 +145,10 @@ def test_define_space_makes_eps_conditional():
     for _ in range(20):
         trial = study.ask()
         assert space(trial) == trial.params  # what it suggested: no captor needed
-        assert ("eps" in trial.params) == (trial.params["norm"] != "none")
+        assert ("eps" in trial.params) == (trial.params["variant"] != "sgd")
         assert config.lr_min <= trial.params["lr"] <= config.lr_max
         study.tell(trial, 0.5)
-    assert {t.params["norm"] for t in study.trials} == {"none", "l1", "l2"}
+    assert {t.params["variant"] for t in study.trials} == {"sgd", "insgd-l1", "insgd-l2"}
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
@@ -164,7 +165,7 @@ def test_study_search_suggests_and_tells_what_rays_optuna_search_does(sampler):
     for i in range(12):
         ours, rays = (search.suggest(f"t{i}") for search in searches)
         assert ours == rays
-        assert ("eps" in ours) == (ours["norm"] != "none")
+        assert ("eps" in ours) == (ours["variant"] != "sgd")
         for search in searches:
             if i % 4 == 1:
                 search.on_trial_complete(f"t{i}", None)  # stopped early: PRUNED
@@ -221,18 +222,10 @@ def test_seeded_search_groups_seeds_and_reports_means():
     assert [c["seed"] for c in configs] == [0, 1, 0, 1]
     assert configs[0]["lr"] == configs[1]["lr"] and configs[2]["lr"] != configs[0]["lr"]
     # Tune carries each trial's own values only; the templates give the rest
-    assert set(configs[0]) == {
-        "trial_number",
-        "norm",
-        "lr",
-        "eps",
-        "seed",
-        "variant",
-        "optuna_trial",
-    }
+    assert set(configs[0]) == {"trial_number", "variant", "lr", "eps", "seed", "optuna_trial"}
     templates = TrialTemplates.for_study(config)
     for c in configs:
-        expected = config.train_config(c["norm"], c["lr"], c["eps"], c["seed"]).to_dict()
+        expected = config.train_config(c["variant"], c["lr"], c["eps"], c["seed"]).to_dict()
         assert templates.options(c) == expected
     # group 1: both seeds run two epochs; group 2: seed 1 is stopped early by a scheduler
     for trial_id, accs in (("t0", (0.5, 0.7)), ("t1", (0.3, 0.5))):
@@ -323,7 +316,7 @@ def _row(number, state, norm, lr, eps, seed, acc=0.5, diverged=False):
 
 
 def test_plan_resumes_a_grid_with_missing_seeds_and_new_numbers():
-    config = merge(flags={"lr_points": 2, "norms": ("none", "l2"), "seeds": 2}).config
+    config = merge(flags={"lr_points": 2, "variants": ("sgd", "insgd-l2"), "seeds": 2}).config
     points = grid_points(config)  # 4 points x 2 seeds = 8 trials
     rows = [
         _row(0, "COMPLETE", "none", points[0].lr, None, 0),
@@ -333,9 +326,9 @@ def test_plan_resumes_a_grid_with_missing_seeds_and_new_numbers():
     ]
     plan = make_plan(config, rows, {})
     assert plan.finished == 3 and plan.budget == 5 and plan.first_number == 4
-    todo = {(g.point.norm, g.point.lr, s) for g in plan.groups for s in g.todo}
-    assert ("l2", points[1].lr, 1) in todo
-    assert ("none", points[0].lr, 0) not in todo
+    todo = {(g.point.variant, g.point.lr, s) for g in plan.groups for s in g.todo}
+    assert ("insgd-l2", points[1].lr, 1) in todo
+    assert ("sgd", points[0].lr, 0) not in todo
     assert sum(len(g.todo) for g in plan.groups) == 5
 
 
@@ -344,7 +337,7 @@ def test_plan_of_a_sampled_study_reruns_failed_configurations_first():
     rows = [_row(0, "COMPLETE", "l1", 0.05, 0.02, 0), _row(1, "FAIL", "none", 0.3, None, 0)]
     plan = make_plan(config, rows, {})
     assert plan.budget == 3 and plan.sample and plan.first_number == 2
-    assert [(g.point, list(g.todo)) for g in plan.groups] == [(Point("none", 0.3), [0])]
+    assert [(g.point, list(g.todo)) for g in plan.groups] == [(Point("sgd", 0.3), [0])]
 
 
 def test_summary_picks_the_best_mean_per_variant():
@@ -366,12 +359,13 @@ def test_summary_picks_the_best_mean_per_variant():
 def test_study_dict_round_trips_through_json():
     import json
 
-    config = merge(flags={"norms": ("l1", "none")}).config
+    config = merge(flags={"variants": ("insgd-l1", "sgd")}).config
     stored = json.loads(json.dumps(config.study_dict()))
+    assert "norms" not in stored and stored["variants"] == ["insgd-l1", "sgd"]
     assert config.differences(stored) == []
     assert StudyConfig(
-        **{**{k: v for k, v in stored.items() if k != "norms"}, "norms": tuple(stored["norms"])}
-    ).norms == ("l1", "none")
+        **{**{k: v for k, v in stored.items() if k != "variants"}, "variants": ("insgd-l1", "sgd")}
+    ).variants == ("insgd-l1", "sgd")
 
 
 def test_qmc_and_random_sample_the_conditional_space():
@@ -381,7 +375,7 @@ def test_qmc_and_random_sample_the_conditional_space():
         for _ in range(16):
             trial = study.ask()
             define_space(config)(trial)
-            assert ("eps" in trial.params) == (trial.params["norm"] != "none")
+            assert ("eps" in trial.params) == (trial.params["variant"] != "sgd")
             if "eps" in trial.params:
                 assert config.eps_min <= trial.params["eps"] <= config.eps_max
             study.tell(trial, trial.params["lr"])
@@ -392,18 +386,17 @@ def test_qmc_and_random_sample_the_conditional_space():
 FAKE_TEMPLATES = TrialTemplates.for_study(StudyConfig(epochs=3))
 
 
-def _fake_trial(number, norm, last, error=None):
+def _fake_trial(number, variant, last, error=None):
     return SimpleNamespace(
         trial_id=f"t{number}",
         num_failures=0,
         last_result=last,
         config={
             "trial_number": number,
-            "norm": norm,
+            "variant": variant,
             "lr": 0.1,
-            "eps": None if norm == "none" else 0.01,
+            "eps": None if variant == "sgd" else 0.01,
             "seed": 1,
-            "variant": "x",
             "optuna_trial": number,
         },
         get_pickled_error=lambda: error,
@@ -437,13 +430,13 @@ def test_recorder_writes_complete_pruned_and_failed_trials(tmp_path):
         }
 
     cases = [
-        (0, "none", [epoch(1, 0.5), epoch(2, 0.6), epoch(3, 0.7)], None),  # finished
-        (1, "l2", [epoch(1, 0.2)], None),  # stopped by the scheduler after 1 of 3 epochs
-        (2, "l1", [epoch(1, 0.1, diverged=True)], None),  # diverged: ends early, COMPLETE
-        (3, "l2", [epoch(1, 0.4)], RuntimeError("Traceback ...\nValueError: boom")),
+        (0, "sgd", [epoch(1, 0.5), epoch(2, 0.6), epoch(3, 0.7)], None),  # finished
+        (1, "insgd-l2", [epoch(1, 0.2)], None),  # stopped by the scheduler after 1 of 3 epochs
+        (2, "insgd-l1", [epoch(1, 0.1, diverged=True)], None),  # diverged: ends early, COMPLETE
+        (3, "insgd-l2", [epoch(1, 0.4)], RuntimeError("Traceback ...\nValueError: boom")),
     ]
-    for number, norm, results, error in cases:
-        trial = _fake_trial(number, norm, results[-1], error)
+    for number, variant, results, error in cases:
+        trial = _fake_trial(number, variant, results[-1], error)
         recorder.on_trial_start(0, [], trial)
         recorder.on_step_end(0, [])  # each event is a step of Tune's loop
         for result in results:
@@ -463,6 +456,8 @@ def test_recorder_writes_complete_pruned_and_failed_trials(tmp_path):
     assert rows[2].state == "COMPLETE" and rows[2].diverged and not rows[2].stopped_early
     assert rows[3].state == "FAIL" and "ValueError: boom" in rows[3].error
     assert rows[3].eps == pytest.approx(0.01) and rows[3].norm == "l2"
+    assert [rows[n].variant for n in range(4)] == ["sgd", "insgd-l2", "insgd-l1", "insgd-l2"]
+    assert rows[0].norm == "none" and rows[2].optimizer == "insgd"
     assert all(r.params["worker_failures"] == 0 for r in rows.values())
 
 

@@ -92,7 +92,7 @@ def test_recorder_stamps_trials_when_their_events_happen_not_when_rows_are_writt
     writes.submit(gate.wait)  # hold the queue: every row below is written late
     engine, recorder = _recorder(tmp_path, writes)
     result = RESULT
-    trial = _fake_trial(0, "l2", result)
+    trial = _fake_trial(0, "insgd-l2", result)
     before = datetime.now(UTC)
     recorder.on_trial_start(0, [], trial)
     recorder.on_step_end(0, [])  # Tune ends each step of its loop so
@@ -137,7 +137,7 @@ def test_background_writes_and_asking_ahead_sample_the_same_study(sampler) -> No
     ahead, ahead_inner = _searcher(config, writes=writes, ask_ahead=sampler != "tpe", name="b")
     got = _run_all(ahead, 6)
     writes.close()
-    keys = ("trial_number", "norm", "lr", "eps", "seed", "optuna_trial")
+    keys = ("trial_number", "variant", "lr", "eps", "seed", "optuna_trial")
     assert [{k: c[k] for k in keys} for c in got] == [{k: c[k] for k in keys} for c in expected]
     mine = ahead_inner._ot_study.trials
     theirs = inline_inner._ot_study.trials
@@ -262,7 +262,7 @@ def test_recorder_holds_the_queue_from_a_trials_last_result_to_the_next_trials_s
     def epoch(n: int, **extra) -> dict:
         return {**RESULT, "epoch": n, **extra}
 
-    full = _fake_trial(0, "l2", epoch(2))
+    full = _fake_trial(0, "insgd-l2", epoch(2))
     recorder.on_trial_start(0, [], full)
     assert writes.events == []  # nothing queued, nothing released inside on_trial_start
     step_end()
@@ -281,7 +281,7 @@ def test_recorder_holds_the_queue_from_a_trials_last_result_to_the_next_trials_s
     ]
 
     writes.events.clear()
-    diverged = _fake_trial(1, "l2", epoch(1, diverged=True))
+    diverged = _fake_trial(1, "insgd-l2", epoch(1, diverged=True))
     recorder.on_trial_start(0, [], diverged)
     step_end()
     recorder.on_trial_result(0, [], diverged, epoch(1, diverged=True))
@@ -296,7 +296,7 @@ def test_recorder_holds_the_queue_from_a_trials_last_result_to_the_next_trials_s
     ]
 
     writes.events.clear()
-    pruned = _fake_trial(2, "l2", epoch(1))
+    pruned = _fake_trial(2, "insgd-l2", epoch(1))
     recorder.on_trial_start(0, [], pruned)
     step_end()
     recorder.on_trial_result(0, [], pruned, epoch(1))
@@ -325,7 +325,7 @@ def test_a_hold_with_no_next_trial_ends_the_recorders_batch_after_max_hold(tmp_p
     writes = _SpyWrites()
     engine, recorder = _recorder(tmp_path, writes, epochs_planned=1)
     recorder.max_hold = 0.2
-    last = _fake_trial(0, "l2", RESULT)
+    last = _fake_trial(0, "insgd-l2", RESULT)
     recorder.on_trial_start(0, [], last)
     recorder.on_step_end(0, [])
     recorder.on_trial_result(0, [], last, RESULT)
