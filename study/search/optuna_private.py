@@ -69,8 +69,10 @@ NEEDED: tuple[Needed, ...] = (
     Needed(
         f"{_MODELS}:TrialModel",
         "its table, for the driver's own statements; find_or_raise_by_id reads back a "
-        "completion time converted as Optuna's reads convert it",
-        ("__table__", "find_or_raise_by_id"),
+        "completion time converted as Optuna's reads convert it; the driver writes trial "
+        "times as naive UTC, as Optuna stores them since 5.0 (its _utc columns; Optuna 4 "
+        "stored naive local time)",
+        ("__table__", "find_or_raise_by_id", "_datetime_start_utc", "_datetime_complete_utc"),
     ),
     Needed(f"{_MODELS}:TrialParamModel", "its table: the driver writes parameters", ("__table__",)),
     Needed(
