@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from study.analysis.metrics import TrialPoint
@@ -32,7 +34,10 @@ def test_the_issue_names_every_paper_preset_and_each_has_the_papers_numbers():
     for name in PAPER:
         assert reference_for(name) is REFERENCES[name]
         assert _config(name).name == name  # `report --study <preset>` finds it
-        assert _config(name).variants == ("sgd", "insgd-l1", "insgd-l2")
+        expected = ("sgd", "insgd-l1", "insgd-l2")
+        if name == "paper-mnist":  # dense enough to decide, with the frozen control
+            expected += ("insgd-l2-frozen",)
+        assert _config(name).variants == expected
 
 
 @pytest.mark.parametrize("name", CIFAR)
@@ -54,10 +59,18 @@ def test_the_toy_presets_cover_the_papers_lrs_and_beyond_with_and_without_bn():
     assert _config("paper-resnet50-imagenet").epochs == 90
 
 
-def test_paper_mnist_is_cpu_sized_and_flags_still_override():
+def test_paper_mnist_is_dense_cpu_sized_and_flags_still_override():
+    from study.search.space import log_points
+
     c = _config("paper-mnist")
     assert (c.dataset, c.model, c.train["batchnorm"]) == ("mnist5k", "mnist-toy", False)
-    assert c.gpus_per_trial == 0 and c.grid_size == 30 and c.epochs <= 3
+    assert c.gpus_per_trial == 0 and c.grid_size == 240 and c.epochs <= 3
+    lrs = log_points(c.lr_min, c.lr_max, c.lr_points)
+    # quarter decades from 0.001 to 3.16
+    assert len(lrs) == 15 and lrs[0] == 1e-3 and lrs[-1] == pytest.approx(10**0.5)
+    steps = [math.log10(b) - math.log10(a) for a, b in zip(lrs[:-1], lrs[1:], strict=True)]
+    assert steps == pytest.approx([0.25] * 14)
+    assert c.seeds == 4
     args = build_parser().parse_args(
         ["launch", "--preset", "paper-mnist", "--epochs", "1", "--name", "mine"]
     )
