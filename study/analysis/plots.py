@@ -201,16 +201,18 @@ def plot_range_widths(analysis: Analysis, path: Path) -> Path | None:
                 iv = v.range_interval(key)
                 if iv is not None and iv.low is not None and iv.high is not None:
                     ax.vlines(x, iv.low, iv.high, colors=color, linewidth=1.5)
-                marker = "x" if r.at_chance else ("^" if r.censored else "o")
-                face = "none" if r.censored else color
+                label = v.variant if j == 0 else None
+                if r.at_chance:  # an unfilled marker: its colour is its face colour
+                    ax.scatter([x], [r.decades], marker="x", s=36, color=color, label=label)
+                    continue
                 ax.scatter(
                     [x],
                     [r.decades],
-                    marker=marker,
+                    marker="^" if r.censored else "o",
                     s=36,
-                    facecolors=face if marker != "x" else color,
+                    facecolors="none" if r.censored else color,
                     edgecolors=color,
-                    label=v.variant if j == 0 else None,
+                    label=label,
                 )
         ax.set_xticks(range(len(keys)))
         ax.set_xticklabels([f"{100 * float(k):g}% of gain" for k in keys])
