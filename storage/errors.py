@@ -7,3 +7,11 @@ command line can print them as they are and exit with code 2.
 
 class StorageError(Exception):
     """A bad URL, an unreachable server, an unknown study, an outdated schema, ..."""
+
+
+class DatabaseUnavailable(StorageError):
+    """The database stayed unreachable (server down or restarting, connection lost, SQLite
+    locked by another process) for longer than the caller was willing to retry.
+
+    Unlike other StorageErrors, this is not bad input: whatever was written before it is
+    intact, and the same operation succeeds once the database is back."""

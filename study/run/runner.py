@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from storage.errors import StorageError
+from storage.errors import DatabaseUnavailable, StorageError
 from study.config import MergedConfig, StudyConfig
 from study.errors import UsageError
 from study.search.space import Point, find_point, grid_points
@@ -203,7 +203,15 @@ def run_study(merged: MergedConfig, out: TextIO | None = None) -> int:
     from study.run.collector import collector_paused
 
     with collector_paused() as resume_collector:
-        return _run_study(merged, out or sys.stdout, resume_collector)
+        try:
+            return _run_study(merged, out or sys.stdout, resume_collector)
+        except DatabaseUnavailable as exc:
+            # the CLI's one line, exit code 1: nothing the user typed was wrong
+            raise DatabaseUnavailable(
+                f"{exc}; the study stopped with what was written so far: once the "
+                f"database is back, `insgd-study launch --resume --name "
+                f"{merged.config.name}` finishes it"
+            ) from None
 
 
 def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[], None]) -> int:
@@ -217,6 +225,7 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
     from study.run.progress import summary_table
 
     shown = mask_url(prepared.url)
+    retry = _db_retry(config, prepared, out)
     finished_before = sum(r.state in FINISHED_STATES for r in prepared.rows)
     has_running = any(r.state == "RUNNING" for r in prepared.rows)
     if prepared.exists and finished_before >= config.target_trials and not has_running:
@@ -225,6 +234,7 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
             f"study {config.name!r} in {shown} already has {finished_before} finished "
             f"trials (target {config.target_trials}); nothing to run",
         )
+        _reconcile(prepared, config, prepared.rows, retry, out)
         _say(out, summary_table(storage.queries.list_trials(prepared.engine, config.name)))
         return 0
 
@@ -238,7 +248,7 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
     ):
         if not (config.address or os.environ.get("RAY_ADDRESS")):
             _check_resources(config)  # a cluster may autoscale: only a local Ray is fixed
-        writer = storage.ResultWriter(prepared.engine)
+        writer = storage.ResultWriter(prepared.engine, retry)
         if not prepared.exists:
             writer.create_study(config.name, config.study_dict(), code_version())
             _say(out, f"study {config.name!r}: new, in {shown}")
@@ -252,7 +262,9 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
                     f"study {config.name!r}: marked {len(failed)} trial(s) left RUNNING "
                     f"as FAIL ({_numbers(failed)}); their configurations run again",
                 )
-        rows = storage.queries.list_trials(prepared.engine, config.name)
+        rows = retry(lambda: storage.queries.list_trials(prepared.engine, config.name))
+        if prepared.exists:
+            _reconcile(prepared, config, rows, retry, out)
         plan = make_plan(config, rows, _finished_curves(prepared.engine, config, rows))
         slots = concurrent_slots(config, resources)
         _say(
@@ -263,14 +275,18 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
             f"{config.epochs} epochs, up to {slots} at once)",
         )
         emitted = (
-            _fit(config, prepared, writer, plan, rows, slots, out, resume_collector)
+            _fit(config, prepared, writer, plan, rows, slots, out, resume_collector, retry)
             if plan.budget
             else 0
         )
         leftover = writer.fail_running_trials(
-            config.name, "the launch ended before this trial finished"
+            config.name,
+            "the launch ended before this trial finished",
+            from_number=plan.first_number,  # its own trials only
         )
-        rows = storage.queries.list_trials(prepared.engine, config.name)
+        rows = retry(lambda: storage.queries.list_trials(prepared.engine, config.name))
+        if retry.outages:  # a write whose commit was lost may have left an orphan
+            _reconcile(prepared, config, rows, retry, out)
         # drawn while a local Ray shuts down (1.4 s of waiting for its processes), with no
         # automatic garbage collection until it is down (`study.run.collector.collector_off`)
         report = None
@@ -314,10 +330,14 @@ def _fit(
     slots: int,
     out: TextIO,
     resume_collector: Callable[[], None],
+    retry: Any = None,
 ) -> int:
     """Run the plan on Ray Tune; returns how many trials were handed to Tune (fewer than
     the budget when the run was interrupted, e.g. by Ctrl-C, which Tune handles itself).
-    `resume_collector` runs once Tune is set up, just before its loop (`study.run.collector`)."""
+    `resume_collector` runs once Tune is set up, just before its loop (`study.run.collector`).
+    `retry` (`storage.transactions.DbRetry`) runs the driver's Optuna writes again while
+    the database is unavailable; one that gives up stops the launch with its
+    `DatabaseUnavailable` (which Tune would otherwise show as its own traceback)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -334,7 +354,8 @@ def _fit(
     from study.writes import BackgroundWrites
 
     # the driver's own RUNNING Optuna trials are served from memory (study.search.optuna_storage)
-    optuna_storage = DriverStorage(optuna_rdb_storage(prepared.url))
+    busy = None if retry is None else _sqlite_busy_timeout(config)
+    optuna_storage = DriverStorage(optuna_rdb_storage(prepared.url, busy), retry=retry)
     clean_optuna_study(optuna_storage, config.name)
     optuna_search = StudyOptunaSearch(
         define_space(config),
@@ -398,31 +419,101 @@ def _fit(
     )
     resume_collector()
     try:
-        tuner.fit()
-        searcher.fail_unfinished()
+        try:
+            tuner.fit()
+            searcher.fail_unfinished()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the study's own error is the one to show
+                recorder.flush()
+            with contextlib.suppress(Exception):
+                writes.close()
+            raise
+        try:
+            recorder.flush()  # Tune's end of experiment did, unless its loop was cut short
+        finally:
+            writes.close()  # every queued write is in the database before anything reads it
     except BaseException:
-        with contextlib.suppress(Exception):  # the study's own error is the one to show
-            recorder.flush()
-        with contextlib.suppress(Exception):
-            writes.close()
+        if writes.unavailable is not None:  # inside Tune's TuneError, or raised as it is
+            raise writes.unavailable from None
         raise
-    try:
-        recorder.flush()  # Tune's end of experiment did, unless its loop was cut short
-    finally:
-        writes.close()  # every queued write is in the database before anything reads it
     warmup.join()
     return searcher.emitted
 
 
-def optuna_rdb_storage(url: str) -> Any:
-    """Optuna's RDBStorage on the results database (same driver, SQLite busy timeout)."""
+def _db_retry(config: StudyConfig, prepared: Prepared, out: TextIO) -> Any:
+    """The launch's retry of its database writes (and reads) while the database is
+    unavailable, for --db-retry-seconds each; its notes go to the progress output. A
+    SQLite lock is waited for within that bound too (`storage.engine`'s busy timeout)."""
+    from storage.engine import SQLITE_BUSY_TIMEOUT_S, limit_sqlite_busy_timeout
+    from storage.transactions import DbRetry
+
+    if _sqlite_busy_timeout(config) < SQLITE_BUSY_TIMEOUT_S:
+        limit_sqlite_busy_timeout(prepared.engine, _sqlite_busy_timeout(config))
+    return DbRetry(config.db_retry_seconds, prepared.url, notify=lambda line: _say(out, line))
+
+
+def _sqlite_busy_timeout(config: StudyConfig) -> float:
+    """How long one SQLite statement waits for another process's lock: at most the
+    retry bound (at least a second), so that a bound shorter than SQLite's usual 30 s
+    holds."""
+    from storage.engine import SQLITE_BUSY_TIMEOUT_S
+
+    return min(SQLITE_BUSY_TIMEOUT_S, max(1.0, config.db_retry_seconds))
+
+
+def _reconcile(
+    prepared: Prepared, config: StudyConfig, rows: Sequence[Any], retry: Any, out: TextIO
+) -> None:
+    """Optuna's trials made to agree with the results table (`study.search.reconcile`)."""
+    import storage
+    from storage.transactions import run_write
+    from study.search.reconcile import reconcile
+    from study.search.searcher import objective
+
+    def curves() -> dict[int, dict[int, float]]:
+        found: dict[int, dict[int, float]] = {}
+        epochs = retry(lambda: storage.queries.study_epochs(prepared.engine, config.name))
+        for epoch in epochs:
+            found.setdefault(epoch.trial_number, {})[epoch.epoch] = objective(epoch.val_accuracy)
+        return found
+
+    repairs = reconcile(
+        prepared.engine,
+        config.name,
+        rows,
+        config.seeds,
+        curves,
+        run=lambda work: run_write(prepared.engine, work, retry),
+    )
+    if repairs:
+        told = [r.number for r in repairs if r.state != "FAIL"]
+        failed = [r.number for r in repairs if r.state == "FAIL"]
+        parts = []
+        if told:
+            parts.append(f"{len(told)} told from their finished trials ({_numbers(told)})")
+        if failed:
+            parts.append(f"{len(failed)} marked FAIL ({_numbers(failed)})")
+        _say(
+            out,
+            f"study {config.name!r}: Optuna's trials disagreed with the results table; "
+            f"repaired {' and '.join(parts)}",
+        )
+
+
+def optuna_rdb_storage(url: str, busy_timeout: float | None = None) -> Any:
+    """Optuna's RDBStorage on the results database (same driver; SQLite waits
+    `busy_timeout` seconds for a lock, default 30; PostgreSQL's connections are checked
+    before use and a connection attempt gives up after storage.engine's timeout)."""
+    from storage.engine import CONNECT_TIMEOUT_S, SQLITE_BUSY_TIMEOUT_S
     from storage.urls import is_sqlite, normalize_url
     from study.search.optuna_storage import rdb_storage
 
     normalized = normalize_url(url)
     sqlite = is_sqlite(normalized)
     kwargs: dict[str, Any] = (
-        {"connect_args": {"timeout": 30}} if sqlite else {"pool_pre_ping": True}
+        {"connect_args": {"timeout": busy_timeout or SQLITE_BUSY_TIMEOUT_S}}
+        if sqlite
+        else {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     )
     try:
         rdb = rdb_storage(normalized, engine_kwargs=kwargs)

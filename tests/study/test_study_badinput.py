@@ -74,6 +74,9 @@ def assert_refused(code: int, err: str, *needles: str) -> None:
         (["--epochs", "ten"], ["--epochs", "invalid int value: 'ten'"]),
         (["--lr-max", "big"], ["--lr-max", "invalid float value: 'big'"]),
         (["--name", "a b"], ["--name must be"]),
+        (["--db-retry-seconds", "-1"], ["--db-retry-seconds must be a number from 0 to"]),
+        (["--db-retry-seconds", "nan"], ["--db-retry-seconds must be a number from 0 to"]),
+        (["--db-retry-seconds", "soon"], ["--db-retry-seconds", "invalid float value"]),
     ],
 )
 def test_bad_flags(capsys, tmp_path, argv, needles):
@@ -96,6 +99,8 @@ def test_bad_flags(capsys, tmp_path, argv, needles):
         ("learning_rate = 0.1\n", ["unknown key 'learning_rate'"]),
         ("epochs = = 3\n", ["malformed TOML"]),
         ("epochs = 3\n[train\n", ["malformed TOML"]),
+        ('db_retry_seconds = "long"\n', ["db_retry_seconds must be a number; got str"]),
+        ("db-retry-seconds = 1e6\n", ["--db-retry-seconds must be a number from 0 to 86400"]),
     ],
 )
 def test_bad_toml(capsys, tmp_path, text, needles):
