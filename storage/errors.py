@@ -15,3 +15,13 @@ class DatabaseUnavailable(StorageError):
 
     Unlike other StorageErrors, this is not bad input: whatever was written before it is
     intact, and the same operation succeeds once the database is back."""
+
+
+class StudyClaimed(StorageError):
+    """Another launch holds the study's claim (`storage.claims`): alive, or gone and this
+    launch did not ask to take it over."""
+
+
+class ClaimLost(StorageError):
+    """This launch's claim was taken over by another launch while it could not renew it:
+    it stops (not bad input)."""

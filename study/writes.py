@@ -41,7 +41,8 @@ waited for inside the calls themselves (`storage.transactions.DbRetry`, bounded 
 once the database answers. A call that gives up raises `DatabaseUnavailable`; every
 call queued after it is then not run but fails with that same error, so the database
 holds a prefix of the study's writes and the driver stops within the bound, not one
-bound per queued call (`unavailable`).
+bound per queued call (`fatal`). `stop` does the same for a launch that lost its
+study's claim to another (`storage.claims`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
-from storage.errors import DatabaseUnavailable
+from storage.errors import DatabaseUnavailable, StorageError
 
 T = TypeVar("T")
 
@@ -116,13 +117,21 @@ class BackgroundWrites:
         self._open = threading.Event()
         self._open.set()
         self._held_until = 0.0
-        self._unavailable: DatabaseUnavailable | None = None
+        self._fatal: StorageError | None = None
         self._running_since: float | None = None  # monotonic start of the running call
 
     @property
-    def unavailable(self) -> DatabaseUnavailable | None:
-        """The error of the call that gave up waiting for the database, if one did."""
-        return self._unavailable
+    def fatal(self) -> StorageError | None:
+        """What stopped the writes: the error of the call that gave up waiting for the
+        database, or the one given to `stop`; None while they go on."""
+        return self._fatal
+
+    def stop(self, error: StorageError) -> None:
+        """From any thread: no queued or later call runs; each fails with `error`, which
+        the driver gets at its next submit or wait (this launch lost its study's claim:
+        `storage.claims`)."""
+        if self._fatal is None:
+            self._fatal = error
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Queue `fn(*args, **kwargs)`; raises the error of an earlier call, if one failed."""
@@ -157,13 +166,14 @@ class BackgroundWrites:
             left = self._held_until - time.monotonic()
             if left > 0:
                 self._open.wait(left)
-        if self._unavailable is not None:
-            raise self._unavailable  # not run: the database is gone (module docstring)
+        if self._fatal is not None:
+            raise self._fatal  # not run: the database is gone (module docstring)
         self._running_since = time.monotonic()
         try:
             return fn(*args, **kwargs)
         except DatabaseUnavailable as exc:
-            self._unavailable = exc
+            if self._fatal is None:
+                self._fatal = exc
             raise
         finally:
             self._running_since = None
@@ -186,12 +196,16 @@ class BackgroundWrites:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+        if self._fatal is not None:
+            raise self._fatal
 
     def _raise_failed(self) -> None:
         while self._pending and self._pending[0].done():
             self._note(self._pending.popleft())
         if self._error is not None:
             raise self._error
+        if self._fatal is not None:
+            raise self._fatal
 
     def _note(self, future: Future[Any]) -> None:
         try:

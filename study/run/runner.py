@@ -62,10 +62,14 @@ class Prepared:
     engine: Any
     exists: bool
     rows: list[Any]
+    claim: Any = None  # storage.claims.Claim: this launch's, until the launch ends
 
 
 def prepare(merged: MergedConfig) -> Prepared:
-    """Everything that can be checked without writing: storage URL, dataset, name clash.
+    """Everything that can be checked without writing: storage URL, dataset, name clash;
+    then the study's claim (`storage.claims`), before anything else is written: another
+    launch running the study refuses this one, and `--resume` takes over the claim of a
+    launch that is gone.
 
     Raises UsageError / StorageError / FileNotFoundError: the CLI prints one line, exit 2.
     """
@@ -84,6 +88,33 @@ def prepare(merged: MergedConfig) -> Prepared:
     config = replace(config, data_dir=_absolute_data_dir(config.data_dir))
     check_dataset(config)
     engine = storage.open_database(url)
+    from storage.claims import STALE_S, claim_study
+
+    # silent for longer than it may wait for its database, plus a margin: gone
+    stale_after = STALE_S + config.db_retry_seconds
+    claim = claim_study(engine, config.name, stale_after=stale_after, take_over=config.resume)
+    try:
+        config, existing, rows = _check_existing(merged, config, engine)
+    except BaseException:
+        claim.release()
+        raise
+    return Prepared(
+        config=config,
+        url=url,
+        engine=engine,
+        exists=existing is not None,
+        rows=rows,
+        claim=claim,
+    )
+
+
+def _check_existing(
+    merged: MergedConfig, config: StudyConfig, engine: Any
+) -> tuple[StudyConfig, Any, list[Any]]:
+    """An existing study: its stored configuration (with --resume) or one that matches,
+    and its trials; RUNNING ones need --resume."""
+    import storage
+
     existing = storage.ResultWriter(engine).get_study(config.name)
     rows: list[Any] = []
     if existing is not None:
@@ -109,7 +140,7 @@ def prepare(merged: MergedConfig) -> Prepared:
                 f"({_numbers(running)}): another launch may be running it; if that launch "
                 f"died, pass --resume to mark them FAIL and re-run them"
             )
-    return Prepared(config=config, url=url, engine=engine, exists=existing is not None, rows=rows)
+    return config, existing, rows
 
 
 #: Datasets that ship inside installed packages or are generated: no files can be missing.
@@ -216,6 +247,12 @@ def run_study(merged: MergedConfig, out: TextIO | None = None) -> int:
 
 def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[], None]) -> int:
     prepared = prepare(merged)
+    with prepared.claim:  # given up when the launch ends, however it ends
+        prepared.claim.keep_alive()
+        return _run_claimed(prepared, out, resume_collector)
+
+
+def _run_claimed(prepared: Prepared, out: TextIO, resume_collector: Callable[[], None]) -> int:
     config = prepared.config
     from study.run.raysetup import quiet_environment
 
@@ -226,6 +263,11 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
 
     shown = mask_url(prepared.url)
     retry = _db_retry(config, prepared, out)
+    taken = prepared.claim.taken_over
+    if taken is not None:
+        _say(
+            out, f"study {config.name!r}: took over from a launch that is gone ({taken.describe()})"
+        )
     finished_before = sum(r.state in FINISHED_STATES for r in prepared.rows)
     has_running = any(r.state == "RUNNING" for r in prepared.rows)
     if prepared.exists and finished_before >= config.target_trials and not has_running:
@@ -366,6 +408,8 @@ def _fit(
         storage=optuna_storage,
     )
     writes = BackgroundWrites()  # the database and Optuna calls, off Tune's event loop
+    if prepared.claim is not None:  # another launch took the study over: stop writing
+        prepared.claim.on_lost = writes.stop
     searcher = SeededSearch(
         optuna_search,
         config,
@@ -433,8 +477,8 @@ def _fit(
         finally:
             writes.close()  # every queued write is in the database before anything reads it
     except BaseException:
-        if writes.unavailable is not None:  # inside Tune's TuneError, or raised as it is
-            raise writes.unavailable from None
+        if writes.fatal is not None:  # inside Tune's TuneError, or raised as it is
+            raise writes.fatal from None
         raise
     warmup.join()
     return searcher.emitted

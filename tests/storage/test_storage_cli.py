@@ -128,7 +128,7 @@ def test_query_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message) -
 def test_storage_flag_beats_environment_beats_default(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     code, out, _ = _run(capsys, "db", "upgrade")
-    assert code == 0 and out.startswith("sqlite:///studies.db: results schema (none) -> 0002")
+    assert code == 0 and out.startswith("sqlite:///studies.db: results schema (none) -> 0003")
     assert (tmp_path / "studies.db").exists()
     _populate(f"sqlite:///{tmp_path / 'env.db'}")
     monkeypatch.setenv("INSGD_STORAGE", f"sqlite:///{tmp_path / 'env.db'}")

@@ -397,7 +397,7 @@ def test_once_a_call_gives_up_on_the_database_the_calls_queued_after_it_do_not_r
     with pytest.raises(DatabaseUnavailable):
         writes.close()
     assert ran == [0]
-    assert writes.unavailable is gone
+    assert writes.fatal is gone
     assert failed.exception() is gone and all(f.exception() is gone for f in later)
 
 
@@ -426,3 +426,23 @@ def test_while_the_writes_wait_for_the_database_the_searcher_lets_tune_go_on(mon
     assert search.emitted == 1
     writes.close()
     assert len(inner._ot_study.trials) == 2  # the asked one and the one asked ahead
+
+
+def test_a_launch_that_lost_its_claim_stops_writing() -> None:
+    """`stop` (from the claim's heartbeat thread): nothing queued or later is written,
+    and the driver gets the error at its next submit and at close."""
+    from storage.errors import ClaimLost
+
+    writes = BackgroundWrites()
+    ran: list[int] = []
+    gate = threading.Event()
+    writes.submit(gate.wait)
+    writes.submit(ran.append, 1)
+    lost = ClaimLost("study 's': another launch took over this launch's claim")
+    writes.stop(lost)
+    gate.set()
+    with pytest.raises(ClaimLost):
+        writes.submit(ran.append, 2)
+    with pytest.raises(ClaimLost):
+        writes.close()
+    assert ran == [] and writes.fatal is lost
