@@ -390,7 +390,7 @@ def _fit(
     from study.run.trial_config import TrialTemplates
     from study.run.warmup import ReportWarmup
     from study.search.optuna_storage import DriverStorage
-    from study.search.samplers import make_sampler
+    from study.search.samplers import make_sampler, optuna_trial_count
     from study.search.searcher import METRIC, MODE, SeededSearch, StudyOptunaSearch
     from study.search.space import define_space
     from study.writes import BackgroundWrites
@@ -403,7 +403,8 @@ def _fit(
         define_space(config),
         metric=METRIC,
         mode=MODE,
-        sampler=make_sampler(config),
+        # a resumed study's sampler goes on where it stopped (study.search.samplers)
+        sampler=make_sampler(config, asked=optuna_trial_count(optuna_storage, config.name)),
         study_name=config.name,
         storage=optuna_storage,
     )
