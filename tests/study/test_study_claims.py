@@ -118,8 +118,8 @@ def _command(url: str, tmp_path: Path, tag: str, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_launches_of_one_new_study_at_the_same_moment(tmp_path):
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
+def test_two_launches_of_one_new_study_at_the_same_moment(tmp_path, db_url):
+    url = db_url
     launches = [
         subprocess.Popen(
             _command(url, tmp_path, tag),
