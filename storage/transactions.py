@@ -154,6 +154,14 @@ class DbRetry:
                 self._say(f"database {self.shown} is back; writing on")
             return result
 
+    def __getstate__(self) -> dict[str, object]:
+        # a copy (e.g. inside a pickled Optuna storage) keeps the bound, not the notes
+        return {"seconds": self.seconds, "url": self.url, "outages": self.outages}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["seconds"], state["url"])  # type: ignore[misc, arg-type]
+        self.outages = int(state["outages"])  # type: ignore[call-overload]
+
     def _say(self, line: str) -> None:
         if self.notify is not None:
             try:

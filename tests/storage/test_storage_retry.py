@@ -162,3 +162,12 @@ def test_a_sqlite_file_locked_by_another_process_is_waited_for_then_given_up(sql
         assert [r.trial_number for r in rows] == [0]
     finally:
         storage.dispose_engines()
+
+
+def test_a_retry_pickles_with_its_bound() -> None:
+    import pickle
+
+    retry = DbRetry(7, "postgresql://u:s3cret@db/x", notify=lambda line: None)
+    copy = pickle.loads(pickle.dumps(retry))
+    assert copy.seconds == 7 and copy.shown == retry.shown and copy.notify is None
+    assert copy(lambda: 3) == 3
