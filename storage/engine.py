@@ -183,6 +183,26 @@ def check_reachable(engine: Engine, shown: str | None = None) -> None:
         raise StorageError(f"cannot connect to {shown}: {db_reason(exc, engine.url)}") from None
 
 
+def limit_sqlite_busy_timeout(engine: Engine, seconds: float) -> None:
+    """New connections of a SQLite `engine` wait at most `seconds` for another process's
+    lock (instead of SQLITE_BUSY_TIMEOUT_S), and pooled ones are replaced: for a caller
+    that retries a locked database itself for a bound shorter than that
+    (`storage.transactions.DbRetry`). No-op for other databases and in-memory SQLite."""
+    if engine.dialect.name != "sqlite" or sqlite_path(engine.url) is None:
+        return
+    milliseconds = int(max(0.05, min(seconds, SQLITE_BUSY_TIMEOUT_S)) * 1000)
+
+    def on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {milliseconds}")
+        finally:
+            cursor.close()
+
+    event.listen(engine, "connect", on_connect)
+    engine.dispose()
+
+
 def _create_engine(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
         kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}

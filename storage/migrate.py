@@ -30,7 +30,12 @@ if TYPE_CHECKING:
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: The shipped revisions, oldest first; the last one is what this code needs.
-REVISIONS: tuple[str, ...] = ("0001_base", "0002_analysis_indexes", "0003_trial_variant")
+REVISIONS: tuple[str, ...] = (
+    "0001_base",
+    "0002_analysis_indexes",
+    "0003_trial_variant",
+    "0004_study_claims",
+)
 #: Arbitrary constant naming our advisory lock on PostgreSQL ("insgd" in ASCII).
 _PG_LOCK_KEY = 0x696E736764
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -183,6 +184,23 @@ class Epoch(Base):
     recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow)
 
     trial: Mapped[Trial] = relationship(back_populates="epochs")
+
+
+class StudyClaim(Base):
+    """Which launch runs a study now (revision 0003; `storage.claims`): at most one row
+    per study name, the launch's id, where it runs and when it last said it was alive."""
+
+    __tablename__ = "insgd_study_claims"
+
+    study: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    boot_id: Mapped[str | None] = mapped_column(String(64))
+    process_start: Mapped[int | None] = mapped_column(BigInteger)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    stale_after: Mapped[float] = mapped_column(Double)
 
 
 #: Trial columns a caller may set through the write API (everything but keys and links).

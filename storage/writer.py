@@ -22,7 +22,7 @@ from storage.dialects import on_conflict, upsert_insert
 from storage.errors import StorageError
 from storage.prepared import Prepared
 from storage.schema import COMPLETE, FAIL, RUNNING, Epoch, Study, Trial, utcnow
-from storage.transactions import run_write
+from storage.transactions import DbRetry, run_write
 from storage.urls import mask_url
 from storage.values import epoch_values, jsonable, trial_values
 
@@ -71,10 +71,14 @@ class ResultWriter:
     Safe to use from several processes at once (each with its own writer); all
     methods validate their input before touching the database and raise
     StorageError (one line, password masked) for anything a caller can fix.
+
+    With `retry` (`storage.transactions.DbRetry`) every write is run again while the
+    database is unavailable, for that bound; past it, `DatabaseUnavailable`.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, retry: DbRetry | None = None) -> None:
         self.engine = engine
+        self.retry = retry
         self._study_ids: dict[str, int] = {}
 
     # -- studies ---------------------------------------------------------------------------
@@ -103,7 +107,7 @@ class ResultWriter:
             )
             conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
 
-        run_write(self.engine, work)
+        run_write(self.engine, work, self.retry)
         row = self.get_study(name)
         assert row is not None
         if _canonical(row.config) != _canonical(document):
@@ -117,7 +121,7 @@ class ResultWriter:
 
     def start_trial(self, study: str, trial_number: int, fields: Mapping[str, Any]) -> None:
         """Insert or reset the trial as RUNNING with its configuration and start time."""
-        run_write(self.engine, self._start_work(study, trial_number, fields))
+        run_write(self.engine, self._start_work(study, trial_number, fields), self.retry)
 
     def record_epoch(
         self, study: str, trial_number: int, epoch: int, metrics: Mapping[str, Any]
@@ -125,7 +129,7 @@ class ResultWriter:
         """Upsert one epoch's metrics (a RUNNING trial row is created if there is none)."""
         number = _trial_number(trial_number)
         row = epoch_values(epoch, metrics)
-        run_write(self.engine, self._epoch_rows_work(study, number, [row]))
+        run_write(self.engine, self._epoch_rows_work(study, number, [row]), self.retry)
 
     def finish_trial(
         self,
@@ -142,7 +146,7 @@ class ResultWriter:
         diverged) are computed from the trial's epoch rows.
         """
         rows = _finish_epochs(fields, epochs)
-        run_write(self.engine, self._finish_work(study, trial_number, fields, rows))
+        run_write(self.engine, self._finish_work(study, trial_number, fields, rows), self.retry)
 
     def write_all(self, writes: Sequence[TrialWrite]) -> None:
         """Several trial writes in ONE transaction, in order: each a (method name, its
@@ -195,7 +199,7 @@ class ResultWriter:
             for each in works:
                 each(conn)
 
-        run_write(self.engine, work)
+        run_write(self.engine, work, self.retry)
 
     def _start_work(
         self, study: str, trial_number: int, fields: Mapping[str, Any]
@@ -259,14 +263,21 @@ class ResultWriter:
 
         return work
 
-    def fail_running_trials(self, study: str, error: str | None = None) -> list[int]:
+    def fail_running_trials(
+        self, study: str, error: str | None = None, *, from_number: int = 0
+    ) -> list[int]:
         """Mark every RUNNING trial of `study` FAIL (a driver that died left them so);
-        returns their trial numbers, in order."""
+        returns their trial numbers, in order. With `from_number`, only trials numbered
+        from it on (a launch's own trials: it numbers them from there)."""
         message = error or "the study stopped while this trial was running"
 
         def work(conn: Connection) -> list[int]:
             study_id = self._study_id(conn, study)
-            running = (Trial.study_id == study_id) & (Trial.state == RUNNING)
+            running = (
+                (Trial.study_id == study_id)
+                & (Trial.state == RUNNING)
+                & (Trial.trial_number >= int(from_number))
+            )
             numbers = list(
                 conn.scalars(select(Trial.trial_number).where(running).order_by(Trial.trial_number))
             )
@@ -282,7 +293,7 @@ class ResultWriter:
                 )
             return numbers
 
-        return run_write(self.engine, work)
+        return run_write(self.engine, work, self.retry)
 
     # -- helpers ---------------------------------------------------------------------------
 

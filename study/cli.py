@@ -43,10 +43,13 @@ def build_parser() -> OneLineParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from storage.errors import StorageError
+    from storage.errors import ClaimLost, DatabaseUnavailable, StorageError
 
     try:
         return int(args.func(args) or 0)
+    except (DatabaseUnavailable, ClaimLost) as exc:  # not bad input: stopped mid-way
+        sys.stderr.write(f"{PROG} {args.command}: error: {_one_line(exc)}\n")
+        return 1
     except (UsageError, ValueError, FileNotFoundError, StorageError) as exc:
         sys.stderr.write(f"{PROG} {args.command}: error: {_one_line(exc)}\n")
         return 2

@@ -47,6 +47,8 @@ NORM_VARIANTS: dict[str, str] = {"none": "sgd", "l1": "insgd-l1", "l2": "insgd-l
 FROZEN_BETA = 1.0
 #: The eps of a one-point eps grid (TrainConfig's default, the paper's 0.01).
 DEFAULT_EPS = TrainConfig().eps
+#: The longest a launch waits for its database to come back (one day).
+MAX_DB_RETRY_SECONDS = 86400.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 #: The largest count a setting may hold: the results database's INTEGER columns (trial
 #: numbers, seeds, epochs, batch sizes) are 32-bit on PostgreSQL.
@@ -142,6 +144,7 @@ class StudyConfig:
     max_failures: int = 3
     address: str | None = None
     results_dir: str | None = None
+    db_retry_seconds: float = 120.0
     resume: bool = False
     verbose: bool = False
 
@@ -255,6 +258,12 @@ class StudyConfig:
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise UsageError(f"{_flag(key)} must be a non-empty string; got {value!r}")
+        retry = self.db_retry_seconds
+        if not _is_number(retry) or not 0 <= retry <= MAX_DB_RETRY_SECONDS:
+            raise UsageError(
+                f"--db-retry-seconds must be a number from 0 to {MAX_DB_RETRY_SECONDS:g}; "
+                f"got {retry!r}"
+            )
         if not isinstance(self.resume, bool) or not isinstance(self.verbose, bool):
             raise UsageError("resume and verbose must be true or false")
 
@@ -426,6 +435,7 @@ _KINDS: dict[str, str] = {
     "max_failures": "int",
     "address": "str?",
     "results_dir": "str?",
+    "db_retry_seconds": "float",
     "resume": "bool",
     "verbose": "bool",
 }

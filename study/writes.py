@@ -34,6 +34,15 @@ lose the last few, which ``--resume`` handles like any trial the dead driver lef
 RUNNING (marked FAIL, its configuration run again). The first error a queued call
 raises is raised again in the driver at the next submit or at `close()`, so a database
 that breaks mid-study still ends it with that error.
+
+A database that is briefly away (a server restart, a lock held by another process) is
+waited for inside the calls themselves (`storage.transactions.DbRetry`, bounded by
+``--db-retry-seconds``): the queue then grows while trials train, and drains in order
+once the database answers. A call that gives up raises `DatabaseUnavailable`; every
+call queued after it is then not run but fails with that same error, so the database
+holds a prefix of the study's writes and the driver stops within the bound, not one
+bound per queued call (`fatal`). `stop` does the same for a launch that lost its
+study's claim to another (`storage.claims`).
 """
 
 from __future__ import annotations
@@ -45,10 +54,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
+from storage.errors import DatabaseUnavailable, StorageError
+
 T = TypeVar("T")
 
 #: How long a hold lasts at most (seconds): the queue's, and the Recorder's batch of rows.
 MAX_HOLD = 0.05
+#: A call running this long (seconds; writes take milliseconds) is waiting for the
+#: database: `BackgroundWrites.stalled`.
+STALLED_AFTER = 2.0
 
 
 class Writes(Protocol):
@@ -58,11 +72,13 @@ class Writes(Protocol):
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T: ...
 
-    def wait(self, future: Future[T]) -> T: ...
+    def wait(self, future: Future[T], timeout: float | None = None) -> T: ...
 
     def hold(self) -> None: ...
 
     def release(self) -> None: ...
+
+    def stalled(self) -> bool: ...
 
 
 class InlineWrites:
@@ -77,7 +93,7 @@ class InlineWrites:
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return fn(*args, **kwargs)
 
-    def wait(self, future: Future[T]) -> T:
+    def wait(self, future: Future[T], timeout: float | None = None) -> T:
         return future.result()
 
     def hold(self) -> None:
@@ -85,6 +101,9 @@ class InlineWrites:
 
     def release(self) -> None:
         pass
+
+    def stalled(self) -> bool:
+        return False
 
 
 class BackgroundWrites:
@@ -98,6 +117,21 @@ class BackgroundWrites:
         self._open = threading.Event()
         self._open.set()
         self._held_until = 0.0
+        self._fatal: StorageError | None = None
+        self._running_since: float | None = None  # monotonic start of the running call
+
+    @property
+    def fatal(self) -> StorageError | None:
+        """What stopped the writes: the error of the call that gave up waiting for the
+        database, or the one given to `stop`; None while they go on."""
+        return self._fatal
+
+    def stop(self, error: StorageError) -> None:
+        """From any thread: no queued or later call runs; each fails with `error`, which
+        the driver gets at its next submit or wait (this launch lost its study's claim:
+        `storage.claims`)."""
+        if self._fatal is None:
+            self._fatal = error
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Queue `fn(*args, **kwargs)`; raises the error of an earlier call, if one failed."""
@@ -110,12 +144,13 @@ class BackgroundWrites:
         """Run `fn` after everything queued before it and return its result."""
         return self.wait(self.submit(fn, *args, **kwargs))
 
-    def wait(self, future: Future[T]) -> T:
+    def wait(self, future: Future[T], timeout: float | None = None) -> T:
         """The result of a queued call; if it has not run yet, the hold ends (the driver
-        waits for it: holding the queue would only delay it)."""
+        waits for it: holding the queue would only delay it). With `timeout`, a call
+        not done by then raises `concurrent.futures.TimeoutError` (it stays queued)."""
         if not future.done():
             self.release()
-        return future.result()
+        return future.result(timeout)
 
     def hold(self) -> None:
         """Queued calls wait (for `release`, at most `max_hold` seconds from now)."""
@@ -131,7 +166,24 @@ class BackgroundWrites:
             left = self._held_until - time.monotonic()
             if left > 0:
                 self._open.wait(left)
-        return fn(*args, **kwargs)
+        if self._fatal is not None:
+            raise self._fatal  # not run: the database is gone (module docstring)
+        self._running_since = time.monotonic()
+        try:
+            return fn(*args, **kwargs)
+        except DatabaseUnavailable as exc:
+            if self._fatal is None:
+                self._fatal = exc
+            raise
+        finally:
+            self._running_since = None
+
+    def stalled(self) -> bool:
+        """Whether the thread has been on one call for `STALLED_AFTER` seconds or more:
+        waiting for the database (a retry, a SQLite lock), so whoever needs the answer of
+        a later call had better not block on it (`SeededSearch.suggest`)."""
+        since = self._running_since
+        return since is not None and time.monotonic() - since >= STALLED_AFTER
 
     def close(self) -> None:
         """Wait for every queued call, stop the thread; raise the first error, if any."""
@@ -144,12 +196,16 @@ class BackgroundWrites:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+        if self._fatal is not None:
+            raise self._fatal
 
     def _raise_failed(self) -> None:
         while self._pending and self._pending[0].done():
             self._note(self._pending.popleft())
         if self._error is not None:
             raise self._error
+        if self._fatal is not None:
+            raise self._fatal
 
     def _note(self, future: Future[Any]) -> None:
         try:

@@ -98,6 +98,15 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
         str,
         "Ray Tune's experiment folder, shared storage on a cluster (default: ~/ray_results)",
     ),
+    (
+        "--db-retry-seconds",
+        "db_retry_seconds",
+        float,
+        "how long the driver's writes wait for an unavailable database (server restarting "
+        "or unreachable, connection reset, SQLite locked) while trials keep training; past "
+        "it the launch stops with exit code 1 and --resume finishes the study "
+        "(0: no retry; default: 120)",
+    ),
 )
 
 

@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from storage.errors import StorageError
+from storage.errors import DatabaseUnavailable, StorageError
 from study.config import MergedConfig, StudyConfig
 from study.errors import UsageError
 from study.search.space import Point, find_point, grid_points, row_point
@@ -62,10 +62,14 @@ class Prepared:
     engine: Any  # None while the database does not exist: created once Ray is up
     exists: bool
     rows: list[Any]
+    claim: Any = None  # storage.claims.Claim: this launch's, until the launch ends
 
 
 def prepare(merged: MergedConfig) -> Prepared:
-    """Everything that can be checked without writing: storage URL, dataset, name clash.
+    """Everything that can be checked without writing: storage URL, dataset, name clash;
+    then the study's claim (`storage.claims`), before anything else is written: another
+    launch running the study refuses this one, and `--resume` takes over the claim of a
+    launch that is gone.
 
     Raises UsageError / StorageError / FileNotFoundError: the CLI prints one line, exit 2.
     """
@@ -98,6 +102,44 @@ def prepare(merged: MergedConfig) -> Prepared:
             f"--resume: there is no study {config.name!r} in {mask_url(url)} to continue; "
             f"check --name and --storage, or drop --resume to start a new study"
         )
+    if engine is None:
+        # a new database: the study is claimed once it exists, before its first row
+        # (`_run_claimed`), so a bad setting found until then leaves no file behind
+        return Prepared(config=config, url=url, engine=None, exists=False, rows=[])
+    claim = claim_for(engine, config)
+    try:
+        config, existing, rows = _check_existing(merged, config, engine)
+    except BaseException:
+        claim.release()
+        raise
+    return Prepared(
+        config=config,
+        url=url,
+        engine=engine,
+        exists=existing is not None,
+        rows=rows,
+        claim=claim,
+    )
+
+
+def claim_for(engine: Any, config: StudyConfig) -> Any:
+    """This launch's claim on its study (`storage.claims`); `--resume` takes over the claim
+    of a launch that is gone. A holder silent for longer than it may wait for its database,
+    plus a margin, is gone."""
+    from storage.claims import STALE_S, claim_study
+
+    stale_after = STALE_S + config.db_retry_seconds
+    return claim_study(engine, config.name, stale_after=stale_after, take_over=config.resume)
+
+
+def _check_existing(
+    merged: MergedConfig, config: StudyConfig, engine: Any
+) -> tuple[StudyConfig, Any, list[Any]]:
+    """An existing study: its stored configuration (with --resume) or one that matches,
+    and its trials; RUNNING ones need --resume."""
+    import storage
+
+    existing = storage.ResultWriter(engine).get_study(config.name)
     rows: list[Any] = []
     if existing is not None:
         if config.resume:
@@ -122,7 +164,7 @@ def prepare(merged: MergedConfig) -> Prepared:
                 f"({_numbers(running)}): another launch may be running it; if that launch "
                 f"died, pass --resume to mark them FAIL and re-run them"
             )
-    return Prepared(config=config, url=url, engine=engine, exists=existing is not None, rows=rows)
+    return config, existing, rows
 
 
 #: Datasets that ship inside installed packages or are generated: no files can be missing.
@@ -218,11 +260,32 @@ def run_study(merged: MergedConfig, out: TextIO | None = None) -> int:
     from study.run.collector import collector_paused
 
     with collector_paused() as resume_collector:
-        return _run_study(merged, out or sys.stdout, resume_collector)
+        try:
+            return _run_study(merged, out or sys.stdout, resume_collector)
+        except DatabaseUnavailable as exc:
+            # the CLI's one line, exit code 1: nothing the user typed was wrong
+            raise DatabaseUnavailable(
+                f"{exc}; the study stopped with what was written so far: once the "
+                f"database is back, `insgd-study launch --resume --name "
+                f"{merged.config.name}` finishes it"
+            ) from None
 
 
 def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[], None]) -> int:
     prepared = prepare(merged)
+    with contextlib.ExitStack() as claim_held:  # the claim is given up however the launch ends
+        if prepared.claim is not None:
+            claim_held.enter_context(prepared.claim)
+            prepared.claim.keep_alive()
+        return _run_claimed(prepared, out, resume_collector, claim_held)
+
+
+def _run_claimed(
+    prepared: Prepared,
+    out: TextIO,
+    resume_collector: Callable[[], None],
+    claim_held: contextlib.ExitStack,
+) -> int:
     config = prepared.config
     from study.run.raysetup import quiet_environment
 
@@ -232,6 +295,12 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
     from study.run.progress import summary_table
 
     shown = mask_url(prepared.url)
+    retry = _db_retry(config, prepared, out)
+    taken = None if prepared.claim is None else prepared.claim.taken_over
+    if taken is not None:
+        _say(
+            out, f"study {config.name!r}: took over from a launch that is gone ({taken.describe()})"
+        )
     finished_before = sum(r.state in FINISHED_STATES for r in prepared.rows)
     has_running = any(r.state == "RUNNING" for r in prepared.rows)
     if prepared.exists and finished_before >= config.target_trials and not has_running:
@@ -240,6 +309,7 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
             f"study {config.name!r} in {shown} already has {finished_before} finished "
             f"trials (target {config.target_trials}); nothing to run",
         )
+        _reconcile(prepared, config, prepared.rows, retry, out)
         _say(out, summary_table(storage.queries.list_trials(prepared.engine, config.name)))
         return 0
 
@@ -254,8 +324,13 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
         if not (config.address or os.environ.get("RAY_ADDRESS")):
             _check_resources(config)  # a cluster may autoscale: only a local Ray is fixed
         if prepared.engine is None:  # a new database, created now that Ray is up
-            prepared = replace(prepared, engine=storage.open_database(prepared.url))
-        writer = storage.ResultWriter(prepared.engine)
+            engine = storage.open_database(prepared.url)
+            claim = claim_for(engine, config)  # before the study's first row
+            claim_held.enter_context(claim)
+            claim.keep_alive()
+            prepared = replace(prepared, engine=engine, claim=claim)
+            _limit_busy_timeout(config, engine)
+        writer = storage.ResultWriter(prepared.engine, retry)
         if not prepared.exists:
             writer.create_study(config.name, config.study_dict(), code_version())
             _say(out, f"study {config.name!r}: new, in {shown}")
@@ -269,7 +344,9 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
                     f"study {config.name!r}: marked {len(failed)} trial(s) left RUNNING "
                     f"as FAIL ({_numbers(failed)}); their configurations run again",
                 )
-        rows = storage.queries.list_trials(prepared.engine, config.name)
+        rows = retry(lambda: storage.queries.list_trials(prepared.engine, config.name))
+        if prepared.exists:
+            _reconcile(prepared, config, rows, retry, out)
         plan = make_plan(config, rows, _finished_curves(prepared.engine, config, rows))
         slots = concurrent_slots(config, resources)
         _say(
@@ -280,14 +357,18 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
             f"{config.epochs} epochs, up to {slots} at once)",
         )
         emitted = (
-            _fit(config, prepared, writer, plan, rows, slots, out, resume_collector)
+            _fit(config, prepared, writer, plan, rows, slots, out, resume_collector, retry)
             if plan.budget
             else 0
         )
         leftover = writer.fail_running_trials(
-            config.name, "the launch ended before this trial finished"
+            config.name,
+            "the launch ended before this trial finished",
+            from_number=plan.first_number,  # its own trials only
         )
-        rows = storage.queries.list_trials(prepared.engine, config.name)
+        rows = retry(lambda: storage.queries.list_trials(prepared.engine, config.name))
+        if retry.outages:  # a write whose commit was lost may have left an orphan
+            _reconcile(prepared, config, rows, retry, out)
         # drawn while a local Ray shuts down (1.4 s of waiting for its processes), with no
         # automatic garbage collection until it is down (`study.run.collector.collector_off`)
         report = None
@@ -331,10 +412,14 @@ def _fit(
     slots: int,
     out: TextIO,
     resume_collector: Callable[[], None],
+    retry: Any = None,
 ) -> int:
     """Run the plan on Ray Tune; returns how many trials were handed to Tune (fewer than
     the budget when the run was interrupted, e.g. by Ctrl-C, which Tune handles itself).
-    `resume_collector` runs once Tune is set up, just before its loop (`study.run.collector`)."""
+    `resume_collector` runs once Tune is set up, just before its loop (`study.run.collector`).
+    `retry` (`storage.transactions.DbRetry`) runs the driver's Optuna writes again while
+    the database is unavailable; one that gives up stops the launch with its
+    `DatabaseUnavailable` (which Tune would otherwise show as its own traceback)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -344,23 +429,27 @@ def _fit(
     from study.run.trainable import bind, run_trial
     from study.run.trial_config import TrialTemplates
     from study.run.warmup import ReportWarmup
-    from study.search.samplers import make_sampler
+    from study.search.samplers import make_sampler, optuna_trial_count
     from study.search.searcher import METRIC, MODE, SeededSearch, StudyOptunaSearch
     from study.search.space import define_space
     from study.writes import BackgroundWrites
 
-    optuna_storage = optuna_driver_storage(prepared.url)
+    busy = None if retry is None else _sqlite_busy_timeout(config)
+    optuna_storage = optuna_driver_storage(prepared.url, busy, retry)
     clean_optuna_study(optuna_storage, config.name)
     optuna_search = StudyOptunaSearch(
         define_space(config),
         metric=METRIC,
         mode=MODE,
-        sampler=make_sampler(config),
+        # a resumed study's sampler goes on where it stopped (study.search.samplers)
+        sampler=make_sampler(config, asked=optuna_trial_count(optuna_storage, config.name)),
         study_name=config.name,
         storage=optuna_storage,
     )
     name_objective(optuna_storage, config.name)
     writes = BackgroundWrites()  # the database and Optuna calls, off Tune's event loop
+    if prepared.claim is not None:  # another launch took the study over: stop writing
+        prepared.claim.on_lost = writes.stop
     searcher = SeededSearch(
         optuna_search,
         config,
@@ -414,41 +503,118 @@ def _fit(
     )
     resume_collector()
     try:
-        tuner.fit()
-        searcher.fail_unfinished()
+        try:
+            tuner.fit()
+            searcher.fail_unfinished()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the study's own error is the one to show
+                recorder.flush()
+            with contextlib.suppress(Exception):
+                writes.close()
+            raise
+        try:
+            recorder.flush()  # Tune's end of experiment did, unless its loop was cut short
+        finally:
+            writes.close()  # every queued write is in the database before anything reads it
     except BaseException:
-        with contextlib.suppress(Exception):  # the study's own error is the one to show
-            recorder.flush()
-        with contextlib.suppress(Exception):
-            writes.close()
+        if writes.fatal is not None:  # inside Tune's TuneError, or raised as it is
+            raise writes.fatal from None
         raise
-    try:
-        recorder.flush()  # Tune's end of experiment did, unless its loop was cut short
-    finally:
-        writes.close()  # every queued write is in the database before anything reads it
     warmup.join()
     return searcher.emitted
 
 
-def optuna_driver_storage(url: str) -> Any:
+def optuna_driver_storage(url: str, busy_timeout: float | None = None, retry: Any = None) -> Any:
     """The storage a launch gives Optuna: `DriverStorage` (its own RUNNING trials served
-    from memory, `study.search.optuna_storage`) over `optuna_rdb_storage`. Built here
-    alone, so the tests of Optuna's storage contract (tests/study/
-    test_study_optuna_contract.py) run on exactly what a study uses."""
+    from memory, `study.search.optuna_storage`; its writes retried while the database is
+    unavailable) over `optuna_rdb_storage`. Built here alone, so the tests of Optuna's
+    storage contract (tests/study/test_study_optuna_contract.py) run on exactly what a
+    study uses."""
     from study.search.optuna_storage import DriverStorage
 
-    return DriverStorage(optuna_rdb_storage(url))
+    return DriverStorage(optuna_rdb_storage(url, busy_timeout), retry=retry)
 
 
-def optuna_rdb_storage(url: str) -> Any:
-    """Optuna's RDBStorage on the results database (same driver, SQLite busy timeout)."""
+def _db_retry(config: StudyConfig, prepared: Prepared, out: TextIO) -> Any:
+    """The launch's retry of its database writes (and reads) while the database is
+    unavailable, for --db-retry-seconds each; its notes go to the progress output. A
+    SQLite lock is waited for within that bound too (`storage.engine`'s busy timeout)."""
+    from storage.transactions import DbRetry
+
+    if prepared.engine is not None:  # a new database is created later, and limited then
+        _limit_busy_timeout(config, prepared.engine)
+    return DbRetry(config.db_retry_seconds, prepared.url, notify=lambda line: _say(out, line))
+
+
+def _limit_busy_timeout(config: StudyConfig, engine: Any) -> None:
+    from storage.engine import SQLITE_BUSY_TIMEOUT_S, limit_sqlite_busy_timeout
+
+    if _sqlite_busy_timeout(config) < SQLITE_BUSY_TIMEOUT_S:
+        limit_sqlite_busy_timeout(engine, _sqlite_busy_timeout(config))
+
+
+def _sqlite_busy_timeout(config: StudyConfig) -> float:
+    """How long one SQLite statement waits for another process's lock: at most the
+    retry bound (at least a second), so that a bound shorter than SQLite's usual 30 s
+    holds."""
+    from storage.engine import SQLITE_BUSY_TIMEOUT_S
+
+    return min(SQLITE_BUSY_TIMEOUT_S, max(1.0, config.db_retry_seconds))
+
+
+def _reconcile(
+    prepared: Prepared, config: StudyConfig, rows: Sequence[Any], retry: Any, out: TextIO
+) -> None:
+    """Optuna's trials made to agree with the results table (`study.search.reconcile`)."""
+    import storage
+    from storage.transactions import run_write
+    from study.search.reconcile import reconcile
+    from study.search.searcher import objective
+
+    def curves() -> dict[int, dict[int, float]]:
+        found: dict[int, dict[int, float]] = {}
+        epochs = retry(lambda: storage.queries.study_epochs(prepared.engine, config.name))
+        for epoch in epochs:
+            found.setdefault(epoch.trial_number, {})[epoch.epoch] = objective(epoch.val_accuracy)
+        return found
+
+    repairs = reconcile(
+        prepared.engine,
+        config.name,
+        rows,
+        config.seeds,
+        curves,
+        run=lambda work: run_write(prepared.engine, work, retry),
+    )
+    if repairs:
+        told = [r.number for r in repairs if r.state != "FAIL"]
+        failed = [r.number for r in repairs if r.state == "FAIL"]
+        parts = []
+        if told:
+            parts.append(f"{len(told)} told from their finished trials ({_numbers(told)})")
+        if failed:
+            parts.append(f"{len(failed)} marked FAIL ({_numbers(failed)})")
+        _say(
+            out,
+            f"study {config.name!r}: Optuna's trials disagreed with the results table; "
+            f"repaired {' and '.join(parts)}",
+        )
+
+
+def optuna_rdb_storage(url: str, busy_timeout: float | None = None) -> Any:
+    """Optuna's RDBStorage on the results database (same driver; SQLite waits
+    `busy_timeout` seconds for a lock, default 30; PostgreSQL's connections are checked
+    before use and a connection attempt gives up after storage.engine's timeout)."""
+    from storage.engine import CONNECT_TIMEOUT_S, SQLITE_BUSY_TIMEOUT_S
     from storage.urls import is_sqlite, normalize_url
     from study.search.optuna_storage import rdb_storage
 
     normalized = normalize_url(url)
     sqlite = is_sqlite(normalized)
     kwargs: dict[str, Any] = (
-        {"connect_args": {"timeout": 30}} if sqlite else {"pool_pre_ping": True}
+        {"connect_args": {"timeout": busy_timeout or SQLITE_BUSY_TIMEOUT_S}}
+        if sqlite
+        else {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     )
     try:
         rdb = rdb_storage(normalized, engine_kwargs=kwargs)

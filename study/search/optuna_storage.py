@@ -69,7 +69,7 @@ from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from optuna.distributions import (
     BaseDistribution,
@@ -91,6 +91,9 @@ from study.search.optuna_private import (
     _StudyInfo,
     models,
 )
+from study.search.optuna_retry import Retry, RetryingBackend
+
+_T = TypeVar("_T")
 
 #: Optuna's tables, which the driver's own writes address directly (`DriverStorage`).
 _STUDIES = models.StudyModel.__table__
@@ -128,8 +131,11 @@ def rdb_storage(url: str, engine_kwargs: dict[str, Any] | None = None) -> RDBSto
 class DriverStorage(_CachedStorage):
     """`_CachedStorage` over `backend` that also serves its own RUNNING trials from memory."""
 
-    def __init__(self, backend: RDBStorage) -> None:
+    def __init__(self, backend: RDBStorage, retry: Retry | None = None) -> None:
+        if retry is not None:  # Optuna's own paths too (`study.search.optuna_retry`)
+            backend = RetryingBackend(backend, retry)
         super().__init__(backend)
+        self._retry = retry
         self._running: dict[int, FrozenTrial] = {}
         self._sql = _Statements.for_dialect(backend.engine.name)
         self._scope = threading.local()  # .writes: the deferred writes of `one_transaction`
@@ -363,8 +369,16 @@ class DriverStorage(_CachedStorage):
             return sorted(self._running)
 
     def _has_waiting_trials(self, study_id: int) -> bool:
-        with self._transaction() as conn:
-            return _ANY_WAITING.execute(conn, {"sid": study_id}).first() is not None
+        def read() -> bool:
+            with self._transaction() as conn:
+                return _ANY_WAITING.execute(conn, {"sid": study_id}).first() is not None
+
+        return self._retrying(read)
+
+    def _retrying(self, fn: Callable[[], _T]) -> _T:
+        """`fn()` (one transaction or read), run again while the database is unavailable
+        when the driver gave a `retry` (`storage.transactions.DbRetry`)."""
+        return fn() if self._retry is None else self._retry(fn)
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -412,9 +426,13 @@ class DriverStorage(_CachedStorage):
         """
         assert self._sql is not None
         if conn is None:
-            try:
+
+            def attempt() -> bool:
                 with self._transaction() as own:
                     return self._write_together(writes, own)
+
+            try:
+                return self._retrying(attempt)
             except sa_exc.IntegrityError:
                 if len(writes) > 1:
                     for write in writes:
@@ -463,7 +481,8 @@ class DriverStorage(_CachedStorage):
         sql = self._sql
         assert sql is not None
         stamp = _stored_now()
-        try:
+
+        def attempt() -> tuple[int, int] | None:
             with self._transaction() as conn:
                 if sql.lock_study.execute(conn, {"sid": study_id}).first() is None:
                     return None
@@ -475,8 +494,15 @@ class DriverStorage(_CachedStorage):
                 before = sql.count_before.execute(conn, {"sid": study_id, "tid": trial_id})
                 number = int(before.scalar_one())
                 sql.number_trial.execute(conn, {"tid": trial_id, "num": number})
+                return trial_id, number
+
+        try:
+            created = self._retrying(attempt)
         except (sa_exc.SQLAlchemyError, StorageInternalError):
             return None
+        if created is None:
+            return None
+        trial_id, number = created
         return FrozenTrial(
             number=number,
             state=TrialState.RUNNING,
@@ -512,7 +538,8 @@ class DriverStorage(_CachedStorage):
                 {"trial_id": trial_id, "objective": objective, "value": stored, "value_type": kind}
             )
         waiting = self._take_deferred(trial_id)  # its writes in `one_transaction`: first
-        try:
+
+        def attempt() -> None:
             with self._transaction() as conn:
                 current = sql.lock_state_of.execute(conn, {"tid": trial_id}).scalar_one_or_none()
                 if current is None or current.is_finished():
@@ -522,6 +549,9 @@ class DriverStorage(_CachedStorage):
                 if rows:
                     sql.put_value.execute(conn, rows)
                 sql.finish.execute(conn, {"tid": trial_id, "new_state": state, "done": stamp})
+
+        try:
+            self._retrying(attempt)
         except _Refused:
             self._write_waiting_of_tell(waiting)  # each on its own: Optuna's error, if refused
             return None
@@ -554,12 +584,16 @@ class DriverStorage(_CachedStorage):
 
     def _read_completed(self, trial: FrozenTrial) -> datetime | None:
         """The completion time the database stored (one query, for Optuna's own path)."""
-        try:
+
+        def read() -> datetime | None:
             with _create_scoped_session(self._backend.scoped_session) as session:
                 # the row alone (its attribute tables load only when touched), converted
                 # to local time by Optuna's own model, as a full read converts it
                 row = models.TrialModel.find_or_raise_by_id(trial._trial_id, session)
                 return row.datetime_complete
+
+        try:
+            return self._retrying(read)
         except KeyError:
             return None
 

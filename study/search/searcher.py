@@ -38,6 +38,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from storage.errors import DatabaseUnavailable
 from study.config import StudyConfig
 from study.search.optuna_private import _tell_with_warning
 from study.search.space import Point
@@ -52,6 +54,9 @@ from study.writes import InlineWrites, Writes
 
 METRIC = "val_accuracy"
 MODE = "max"
+#: How often (seconds) `SeededSearch.suggest`, waiting for Optuna's answer to an ask,
+#: checks whether the writes thread is stalled on the database (then Tune's loop goes on).
+ASK_PATIENCE = 0.25
 
 #: Ray's OptunaSearch's own logger: what `StudyOptunaSearch.on_trial_complete` logs in its
 #: place is shown or hidden as Ray's was (a launch keeps Ray quiet unless --verbose)
@@ -110,6 +115,10 @@ def objective(value: Any) -> float:
     return number if math.isfinite(number) else 0.0
 
 
+#: `SeededSearch._group_with_work`: the next group's ask has not come back yet.
+_NOT_YET: Any = object()
+
+
 class StudyOptunaSearch(OptunaSearch):
     """OptunaSearch plus what a study needs: enqueued fixed points and user attributes."""
 
@@ -137,8 +146,9 @@ class StudyOptunaSearch(OptunaSearch):
         ~12% of a tell). As Ray's: a second completion is logged and ignored; the value
         is the result's metric, without one the trial is PRUNED (FAIL on an error); a
         refused tell is logged (the storage's own errors reach the study through
-        `DriverStorage.one_transaction`). A study has one objective, so Ray's lists of
-        metrics have no counterpart here."""
+        `DriverStorage.one_transaction`); a database that stayed unavailable past the
+        launch's bound (`DatabaseUnavailable`) ends the study. A study has one
+        objective, so Ray's lists of metrics have no counterpart here."""
         if trial_id in self._completed_trials:
             _logger.warning("trial %s completed twice; the second is ignored", trial_id)
             return
@@ -149,6 +159,8 @@ class StudyOptunaSearch(OptunaSearch):
             state = TrialState.FAIL if error else TrialState.PRUNED
         try:
             _tell_with_warning(self._ot_study, self._ot_trials[trial_id], value, state=state)
+        except DatabaseUnavailable:
+            raise  # not a refused tell: the study stops (study.run.runner)
         except Exception as exc:  # noqa: BLE001 - logged and the study goes on, as Ray does
             _logger.warning(exc)
         self._completed_trials.add(trial_id)
@@ -287,6 +299,8 @@ class SeededSearch(Searcher):
         group = self._group_with_work()
         if group is None:
             return Searcher.FINISHED
+        if group is _NOT_YET:
+            return None  # the ask waits on the database: Tune asks again at a later step
         seed = group.todo.popleft()
         number = self._next_number
         self._next_number += 1
@@ -358,17 +372,27 @@ class SeededSearch(Searcher):
 
     # -- internals ------------------------------------------------------------------------
     def _group_with_work(self) -> Group | None:
+        """The group the next trial belongs to; None when there is none; `_NOT_YET`
+        when its ask has not come back and the writes thread is stalled, waiting for the
+        database (`study.writes`): Tune's loop then goes on, running trials keep training
+        and reporting, and the next `suggest` waits for the same ask again."""
         if self._current is not None and self._current.todo:
             return self._current
-        if self._ahead is not None:
-            group, asked = self._ahead
-            self._ahead = None
-            answer = self._writes.wait(asked)
-        else:
-            group = self._next_group()
-            if group is None:
+        if self._ahead is None:
+            upcoming = self._next_group()
+            if upcoming is None:
                 return None
-            answer = self._writes.call(self._optuna.ask_group, group.key, group.point)
+            asked = self._writes.submit(self._optuna.ask_group, upcoming.key, upcoming.point)
+            self._ahead = (upcoming, asked)
+        group, asked = self._ahead
+        while True:
+            try:
+                answer = self._writes.wait(asked, timeout=ASK_PATIENCE)
+                break
+            except FutureTimeout:
+                if self._writes.stalled():
+                    return _NOT_YET
+        self._ahead = None
         self._start_group(group, answer)
         if self._ask_ahead and self._budget - self._emitted - len(group.todo) > 0:
             upcoming = self._next_group()

@@ -13,7 +13,13 @@ import storage
 from storage import migrate
 from storage.schema import VERSION_TABLE, Base
 
-OURS = {"insgd_studies", "insgd_trials", "insgd_epochs", "insgd_alembic_version"}
+OURS = {
+    "insgd_studies",
+    "insgd_trials",
+    "insgd_epochs",
+    "insgd_study_claims",
+    "insgd_alembic_version",
+}
 
 
 def test_open_database_creates_prefixed_tables_at_head(engine: Engine) -> None:

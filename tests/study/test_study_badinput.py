@@ -96,6 +96,9 @@ def assert_refused(code: int, err: str, *needles: str) -> None:
         (["--gpus-per-trial", "2"], ["--gpus-per-trial must be at most 1"]),
         (["--gpus-per-trial", "1.5"], ["--gpus-per-trial must be at most 1"]),
         (["--storage", "sqlite://"], ["in-memory SQLite database"]),
+        (["--db-retry-seconds", "-1"], ["--db-retry-seconds must be a number from 0 to"]),
+        (["--db-retry-seconds", "nan"], ["--db-retry-seconds must be a number from 0 to"]),
+        (["--db-retry-seconds", "soon"], ["--db-retry-seconds", "invalid float value"]),
     ],
 )
 def test_bad_flags(capsys, tmp_path, argv, needles):
@@ -132,6 +135,8 @@ def test_bad_flags(capsys, tmp_path, argv, needles):
         (f"lr_max = 1{'0' * 400}\n", ["lr_max must be a number; got int"]),
         (f"[train]\nweight_decay = 1{'0' * 400}\n", ["[train]", "weight_decay"]),
         ("lr_max = inf\n", ["lr_max must be a number; got float inf"]),
+        ('db_retry_seconds = "long"\n', ["db_retry_seconds must be a number; got str"]),
+        ("db-retry-seconds = 1e6\n", ["--db-retry-seconds must be a number from 0 to 86400"]),
     ],
 )
 def test_bad_toml(capsys, tmp_path, text, needles):

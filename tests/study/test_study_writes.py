@@ -233,9 +233,9 @@ class _SpyWrites(InlineWrites):
         self.events.append(getattr(fn, "__name__", "call"))
         return super().call(fn, *args, **kwargs)
 
-    def wait(self, future):
+    def wait(self, future, timeout=None):
         self.events.append("wait")
-        return super().wait(future)
+        return super().wait(future, timeout)
 
     def hold(self) -> None:
         self.events.append("hold")
@@ -348,7 +348,9 @@ def test_the_searcher_waits_for_an_ask_made_ahead_through_the_writes() -> None:
     writes = _SpyWrites()
     search, _ = _searcher(config, writes=writes, ask_ahead=True, name="w")
     _run_all(search, 3)
-    assert writes.events.count("wait") == 2  # the 2nd and 3rd configurations, asked ahead
+    # every configuration: the 1st asked when needed, the 2nd and 3rd asked ahead
+    assert writes.events.count("wait") == 3
+    assert writes.events.count("ask_group") == 3
 
 
 def test_a_seeds_last_epoch_is_reported_with_its_end_in_one_call(tmp_path) -> None:
@@ -369,9 +371,78 @@ def test_a_seeds_last_epoch_is_reported_with_its_end_in_one_call(tmp_path) -> No
             result = {METRIC: accuracy[i][epoch - 1], "epoch": epoch, "diverged": False}
             search.on_trial_result(f"t{i}", result)
         search.on_trial_complete(f"t{i}", result)
-    assert writes.events == ["ask_group", "report_steps", "tell_group"]
+    assert writes.events == ["ask_group", "wait", "report_steps", "tell_group"]
     (trial,) = optuna.load_study(
         study_name="e", storage=optuna_rdb_storage(storage._backend.url)
     ).trials
     assert trial.intermediate_values == pytest.approx({1: 0.3, 2: 0.6})
     assert trial.value == pytest.approx(0.6) and trial.user_attrs["trial_numbers"] == [0, 1]
+
+
+def test_once_a_call_gives_up_on_the_database_the_calls_queued_after_it_do_not_run() -> None:
+    """The database then holds a prefix of the study's writes, and the driver stops
+    within one retry bound instead of one bound per queued call."""
+    from storage.errors import DatabaseUnavailable
+
+    writes = BackgroundWrites()
+    ran: list[int] = []
+    gone = DatabaseUnavailable("database sqlite:///x.db unavailable for 3s: database is locked")
+
+    def give_up() -> None:
+        raise gone
+
+    writes.submit(ran.append, 0)
+    failed = writes.submit(give_up)
+    later = [writes.submit(ran.append, n) for n in (1, 2)]
+    with pytest.raises(DatabaseUnavailable):
+        writes.close()
+    assert ran == [0]
+    assert writes.fatal is gone
+    assert failed.exception() is gone and all(f.exception() is gone for f in later)
+
+
+def test_while_the_writes_wait_for_the_database_the_searcher_lets_tune_go_on(monkeypatch):
+    """An ask queued behind a call stuck on the database: `suggest` answers None (Tune
+    asks again later) instead of blocking Tune's loop, then the trial once it is back."""
+    import study.writes
+
+    monkeypatch.setattr(study.writes, "STALLED_AFTER", 0.2)
+    config = merge(flags={"trials": 2, "sampler": "random", "sampler_seed": 0}).config
+    writes = BackgroundWrites()
+    search, inner = _searcher(config, writes=writes, ask_ahead=True, name="stall")
+    back = threading.Event()
+    writes.submit(back.wait)  # a write retrying while the database is away
+    started = time.monotonic()
+    assert search.suggest("t0") is None
+    assert search.suggest("t1") is None
+    assert time.monotonic() - started < 3
+    assert search.emitted == 0
+    back.set()
+    deadline = time.monotonic() + 10
+    config0 = None
+    while config0 is None and time.monotonic() < deadline:
+        config0 = search.suggest("t2")
+    assert config0 is not None and config0["trial_number"] == 0
+    assert search.emitted == 1
+    writes.close()
+    assert len(inner._ot_study.trials) == 2  # the asked one and the one asked ahead
+
+
+def test_a_launch_that_lost_its_claim_stops_writing() -> None:
+    """`stop` (from the claim's heartbeat thread): nothing queued or later is written,
+    and the driver gets the error at its next submit and at close."""
+    from storage.errors import ClaimLost
+
+    writes = BackgroundWrites()
+    ran: list[int] = []
+    gate = threading.Event()
+    writes.submit(gate.wait)
+    writes.submit(ran.append, 1)
+    lost = ClaimLost("study 's': another launch took over this launch's claim")
+    writes.stop(lost)
+    gate.set()
+    with pytest.raises(ClaimLost):
+        writes.submit(ran.append, 2)
+    with pytest.raises(ClaimLost):
+        writes.close()
+    assert ran == [] and writes.fatal is lost
