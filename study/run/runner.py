@@ -94,19 +94,21 @@ def prepare(merged: MergedConfig) -> Prepared:
     from storage.engine import open_existing
 
     engine = open_existing(url)  # creates nothing: a new database waits for Ray (`_run_study`)
-    existing = None if engine is None else storage.ResultWriter(engine).get_study(config.name)
-    if existing is None and config.resume:
-        from storage.urls import mask_url
-
-        raise UsageError(
-            f"--resume: there is no study {config.name!r} in {mask_url(url)} to continue; "
-            f"check --name and --storage, or drop --resume to start a new study"
-        )
     if engine is None:
+        if config.resume:
+            _no_study_to_resume(config, url)
         # a new database: the study is claimed once it exists, before its first row
         # (`_run_claimed`), so a bad setting found until then leaves no file behind
         return Prepared(config=config, url=url, engine=None, exists=False, rows=[])
-    claim = claim_for(engine, config)
+    exists = storage.ResultWriter(engine).get_study(config.name) is not None
+    if config.resume and not exists:
+        from storage.claims import read_claim
+
+        holder = read_claim(engine, config.name)
+        if holder is None or holder.gone():  # (a live one is named by `claim_for` below)
+            _no_study_to_resume(config, url)
+    # A gone launch's claim is taken over with --resume, or when it left no study behind.
+    claim = claim_for(engine, config, take_over=config.resume or not exists)
     try:
         config, existing, rows = _check_existing(merged, config, engine)
     except BaseException:
@@ -122,14 +124,23 @@ def prepare(merged: MergedConfig) -> Prepared:
     )
 
 
-def claim_for(engine: Any, config: StudyConfig) -> Any:
-    """This launch's claim on its study (`storage.claims`); `--resume` takes over the claim
-    of a launch that is gone. A holder silent for longer than it may wait for its database,
-    plus a margin, is gone."""
+def _no_study_to_resume(config: StudyConfig, url: str) -> None:
+    from storage.urls import mask_url
+
+    raise UsageError(
+        f"--resume: there is no study {config.name!r} in {mask_url(url)} to continue; "
+        f"check --name and --storage, or drop --resume to start a new study"
+    )
+
+
+def claim_for(engine: Any, config: StudyConfig, *, take_over: bool) -> Any:
+    """This launch's claim on its study (`storage.claims`); with `take_over`, the claim of
+    a launch that is gone becomes ours (a live one is always refused). A holder silent for
+    longer than it may wait for its database, plus a margin, is gone."""
     from storage.claims import STALE_S, claim_study
 
     stale_after = STALE_S + config.db_retry_seconds
-    return claim_study(engine, config.name, stale_after=stale_after, take_over=config.resume)
+    return claim_study(engine, config.name, stale_after=stale_after, take_over=take_over)
 
 
 def _check_existing(
@@ -325,7 +336,7 @@ def _run_claimed(
             _check_resources(config)  # a cluster may autoscale: only a local Ray is fixed
         if prepared.engine is None:  # a new database, created now that Ray is up
             engine = storage.open_database(prepared.url)
-            claim = claim_for(engine, config)  # before the study's first row
+            claim = claim_for(engine, config, take_over=True)  # before the study's first row
             claim_held.enter_context(claim)
             claim.keep_alive()
             prepared = replace(prepared, engine=engine, claim=claim)

@@ -170,7 +170,7 @@ def _told(
 ) -> Repair:
     """Optuna's trial as `study.search.searcher.SeededSearch._tell` tells it."""
     from study.search.searcher import objective
-    from study.search.space import variant_of
+    from study.search.space import row_variant
 
     steps: dict[int, list[float]] = {}
     for row in group:
@@ -192,7 +192,7 @@ def _told(
         value=value,
         intermediate=intermediate,
         attrs={
-            "variant": variant_of(group[0].norm or "none"),
+            "variant": row_variant(group[0]),
             "diverged": any(bool(r.diverged) for r in group),
             "trial_numbers": [r.trial_number for r in group],
         },
@@ -269,18 +269,15 @@ def _stored(moment: datetime | None) -> datetime:
     return moment
 
 
-def _point(row: Any) -> tuple[str, float, float | None]:
-    norm = row.norm or "none"
-    eps = None if norm == "none" or row.eps is None else float(row.eps)
-    return norm, float(row.lr), eps
+def _point(row: Any) -> Any:
+    """The configuration a results row ran (variant, lr, eps): `study.search.space.row_point`."""
+    from study.search.space import row_point
+
+    return row_point(row)
 
 
-def _same_point(a: tuple[str, float, float | None], b: tuple[str, float, float | None]) -> bool:
-    if a[0] != b[0] or not math.isclose(a[1], b[1], rel_tol=1e-9):
-        return False
-    if a[2] is None or b[2] is None:
-        return a[2] is None and b[2] is None
-    return math.isclose(a[2], b[2], rel_tol=1e-9)
+def _same_point(a: Any, b: Any) -> bool:
+    return bool(a.same_as(b))
 
 
 def _in_transaction(engine: Any) -> Callable[[Callable[[Any], Any]], Any]:

@@ -69,11 +69,14 @@ def test_a_study_another_launch_runs_refuses_a_second_one(db_url, capsys, no_ray
 def test_a_claim_whose_holder_is_gone_needs_resume(db_url, capsys, no_ray):
     engine = storage.open_database(db_url)
     try:
+        # the gone launch wrote its study (a claim with no study behind it is taken over
+        # by any launch: test_the_claim_of_a_launch_that_is_gone_is_taken_over)
+        storage.ResultWriter(engine).create_study("s", {"x": 1}, "gone")
         claim_study(engine, "s", holder=_elsewhere(), now=utcnow() - timedelta(hours=1))
         code, err = _launch(capsys, db_url)
         _refused(code, err, "was claimed by a launch that is gone")
         assert "pass --resume to take the study over" in err
-        assert storage.ResultWriter(engine).get_study("s") is None
+        assert storage.ResultWriter(engine).get_study("s").config == {"x": 1}
         # a bad --resume is still refused as bad input, and gives the claim back
         code, err = _launch(capsys, db_url, "--resume", "--epochs", "0")
         _refused(code, err, "--epochs must be an integer >= 1")
@@ -156,14 +159,25 @@ def test_two_launches_of_one_new_study_at_the_same_moment(tmp_path, db_url):
 
 
 @pytest.mark.slow
-def test_resume_takes_over_the_claim_of_a_launch_that_is_gone(tmp_path):
+def test_the_claim_of_a_launch_that_is_gone_is_taken_over(tmp_path):
+    """A launch that died before writing its study left only its claim: `--resume` has no
+    study to continue (one line, exit 2), and the same launch again takes the claim over."""
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     engine = storage.open_database(url)
     gone = _elsewhere()
     claim_study(engine, "s", holder=gone, now=utcnow() - timedelta(hours=1))
     storage.dispose_engines()
-    proc = subprocess.run(
+    refused = subprocess.run(
         _command(url, tmp_path, "a", "--resume"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert refused.returncode == 2 and "--resume: there is no study 's'" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    proc = subprocess.run(
+        _command(url, tmp_path, "a"),
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -55,7 +55,7 @@ def _launch(url: str, config, first_number: int, budget: int, *, continued=True)
     for i in range(budget):
         trial = search.suggest(f"t{first_number + i}")
         assert isinstance(trial, dict), trial
-        points.append(Point(trial["norm"], trial["lr"], trial["eps"]))
+        points.append(Point(trial["variant"], trial["lr"], trial["eps"]))
         result = {METRIC: 0.1 + trial["lr"] / 20, "epoch": 1, "diverged": False}
         search.on_trial_complete(f"t{first_number + i}", result)
     storage._backend.engine.dispose()
@@ -73,10 +73,10 @@ def test_a_resumed_seeded_search_never_replays_a_configuration(tmp_path, sampler
     before, after = 4, 4  # TPE: within its 10 random start-up trials
     first = _launch(url, merge(flags={**flags, "trials": before}).config, 0, before)
     second = _launch(url, merge(flags={**flags, "trials": before + after}).config, before, after)
-    assert len({(p.norm, p.lr, p.eps) for p in first + second}) == before + after
+    assert len({(p.variant, p.lr, p.eps) for p in first + second}) == before + after
     assert not _repeats(first, second)
-    # nor the draws of the parameters QMC's Sobol sequence leaves to random (norm, eps)
-    assert [(p.norm, p.eps) for p in second] != [(p.norm, p.eps) for p in first]
+    # nor the draws of the parameters QMC's Sobol sequence leaves to random (variant, eps)
+    assert [(p.variant, p.eps) for p in second] != [(p.variant, p.eps) for p in first]
     # the study stays reproducible: the same two launches again sample the same points
     again = f"sqlite:///{tmp_path / 'again.db'}"
     assert _launch(again, merge(flags={**flags, "trials": before}).config, 0, before) == first
@@ -119,7 +119,8 @@ class _Row:
     def __init__(self, number: int, state: str, point: Point) -> None:
         self.trial_number = number
         self.state = state
-        self.norm = point.norm
+        self.variant = point.variant
+        self.norm = {"sgd": "none"}.get(point.variant, point.variant.removeprefix("insgd-"))
         self.lr = point.lr
         self.eps = point.eps
         self.seed = 0
@@ -141,7 +142,9 @@ def test_resume_of_a_seeded_random_study_samples_new_configurations(tmp_path):
         assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = helpers.trials(url, "rp")
     assert len(rows) == 8 and all(r.state == "COMPLETE" for r in rows)
-    configs = {(r.norm, round(r.lr, 12), None if r.eps is None else round(r.eps, 12)) for r in rows}
+    configs = {
+        (r.variant, round(r.lr, 12), None if r.eps is None else round(r.eps, 12)) for r in rows
+    }
     assert len(configs) == 8
     states = [t.state for t in helpers.optuna_trials(url, "rp")]
     assert states == [optuna.trial.TrialState.COMPLETE] * 8

@@ -287,12 +287,18 @@ def test_an_old_study_in_the_database_is_launched_again_and_resumed(tmp_path):
     flags = {"name": "old", "variants": ("sgd", "insgd-l1", "insgd-l2"), "lr_points": 2}
     writer = storage.ResultWriter(storage.open_database(url))
     writer.create_study("old", _old_study_dict(**flags), "v0")
+
+    def prepared(**given):
+        done = prepare(merge(flags=given))
+        done.claim.release()  # the launch's claim on the study, which `prepare` takes
+        return done
+
     try:
-        assert prepare(merge(flags={**flags, "storage": url})).exists
-        resumed = prepare(merge(flags={"name": "old", "storage": url, "resume": True})).config
+        assert prepared(**flags, storage=url).exists
+        resumed = prepared(name="old", storage=url, resume=True).config
         assert (resumed.variants, resumed.lr_points) == (DEFAULT_VARIANTS, 2)
         with pytest.raises(UsageError, match="already exists with a different configuration"):
-            prepare(merge(flags={**flags, "storage": url, "variants": FROZEN_STUDY}))
+            prepared(**{**flags, "storage": url, "variants": FROZEN_STUDY})
     finally:
         storage.dispose_engines()
 
