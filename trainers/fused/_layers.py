@@ -28,10 +28,13 @@ optimizer's step consumes them. Like the solo hooks, it never reads a value on t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+CPU_SPLIT_BELOW_CHANNELS = 8
 
 
 class EnergyProbe:
@@ -102,26 +105,28 @@ def member_lp_norm(
 ) -> tuple[Tensor, int]:
     """(||x_k||_p per member, or per member and input channel; rows per member).
 
-    The per-member counterpart of `trainers.input_energy.raw_norm` + `lp_norm`: in float32
-    (float64 for a float64 input) whatever the autocast dtype; on CPU in two stages (over
-    each (row, channel)'s trailing block, then over the rest), which is accurate there and
-    reduces the same blocks in the same order as the solo code; elsewhere in one kernel.
+    The per-member counterpart of `trainers.input_energy.raw_norm` + `lp_norm`, in float32
+    (float64 for a float64 input) whatever the autocast dtype. Elsewhere than on CPU it is
+    one kernel for all members. On CPU it takes the solo code's two stages: the first
+    (over each row's and channel's trailing block) for all members at once, the second
+    (over the short rest) member by member on a contiguous copy of that member's block, as
+    the solo code reduces it: a reduction over a strided or batched view sums in another
+    order, and P would drift from the solo P in the last bits.
     """
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    two_stage = x.device.type == "cpu"
     k = num_members
     if is_conv:
         batch, channels = x.shape[0], x.shape[1] // k
-        if two_stage:
+        if x.device.type == "cpu":
             flat = x.flatten(2)  # (B, K*C, spatial)
             if p == 1:
                 inner = flat.abs().sum(2, dtype=dtype)
             else:
                 inner = torch.linalg.vector_norm(flat, p, dim=2, dtype=dtype)  # (B, K*C)
-            if per_channel:
-                return torch.linalg.vector_norm(inner, p, dim=0).view(k, channels), batch
-            per_member = inner.view(batch, k, channels).transpose(0, 1).reshape(k, -1)
-            return torch.linalg.vector_norm(per_member, p, dim=1), batch
+            dim = 0 if per_channel else None
+            blocks = inner.view(batch, k, channels).unbind(1)
+            norms = [torch.linalg.vector_norm(b.contiguous(), p, dim=dim) for b in blocks]
+            return torch.stack(norms), batch
         view = x.view(batch, k, channels, *x.shape[2:])
         spatial = tuple(range(3, view.dim()))
         if per_channel:
@@ -130,12 +135,13 @@ def member_lp_norm(
     features = x.shape[-1] // k
     rows = x.numel() // x.shape[-1]
     view = x.reshape(rows, k, features)
-    if two_stage:
+    if x.device.type == "cpu":
         if p == 1:
             inner = view.abs().sum(2, dtype=dtype)
         else:
             inner = torch.linalg.vector_norm(view, p, dim=2, dtype=dtype)  # (rows, K)
-        return torch.linalg.vector_norm(inner.t().contiguous(), p, dim=1), rows
+        norms = [torch.linalg.vector_norm(c.contiguous(), p) for c in inner.unbind(1)]
+        return torch.stack(norms), rows
     return torch.linalg.vector_norm(view, p, dim=(0, 2), dtype=dtype), rows
 
 
@@ -181,11 +187,7 @@ class FusedLinear(_Probed):
         self._measure(x)
         k, lead = self.num_members, x.shape[:-1]
         xs = x.reshape(-1, k, self.in_features).transpose(0, 1)  # (K, N, in)
-        weight_t = self.weight.transpose(1, 2)  # (K, in, out)
-        if self.bias is None:
-            out = torch.bmm(xs, weight_t)
-        else:
-            out = torch.baddbmm(self.bias.unsqueeze(1), xs, weight_t)
+        out = _BatchedLinear.apply(xs, self.weight, self.bias)  # (K, N, out)
         return out.transpose(0, 1).reshape(*lead, k * self.out_features)
 
     def extra_repr(self) -> str:
@@ -193,6 +195,40 @@ class FusedLinear(_Probed):
             f"members={self.num_members}, in_features={self.in_features}, "
             f"out_features={self.out_features}, bias={self.bias is not None}"
         )
+
+
+class _BatchedLinear(torch.autograd.Function):
+    """y_k = x_k W_k^T + b_k for every member k, with the backward `nn.Linear` has.
+
+    Autograd's own bmm backward would compute dW as (x^T g)^T; torch's linear backward
+    computes it as g^T x (matching the layout of W^T's transposed view), a GEMM that
+    rounds differently. This function computes exactly the products the solo backward
+    does, so on CPU a member's gradients are its solo gradients bit for bit. Under
+    autocast the forward runs in the autocast dtype and the backward in the gradient's
+    dtype, as the casts around a solo autocast linear make them.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, xs: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(xs, weight)
+        ctx.has_bias = bias is not None
+        weight_t = weight.transpose(1, 2)
+        if bias is None:
+            return torch.bmm(xs, weight_t)
+        return torch.baddbmm(bias.unsqueeze(1), xs, weight_t)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        xs, weight = ctx.saved_tensors
+        dtype = grad.dtype
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.bmm(grad, weight.to(dtype)).to(xs.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.bmm(grad.transpose(1, 2), xs.to(dtype)).to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(dim=1).to(weight.dtype)
+        return grad_x, grad_w, grad_b
 
 
 class FusedConv2d(_Probed):
@@ -239,6 +275,18 @@ class FusedConv2d(_Probed):
 
     def forward(self, x: Tensor) -> Tensor:
         self._measure(x)
+        if x.device.type == "cpu" and self.in_channels < CPU_SPLIT_BELOW_CHANNELS:
+            k = self.num_members
+            xs = x.chunk(k, dim=1)
+            ws = self.weight.chunk(k, dim=0)
+            bs = self.bias.chunk(k, dim=0) if self.bias is not None else (None,) * k
+            return torch.cat(
+                [
+                    F.conv2d(xi, wi, bi, self.stride, self.padding, self.dilation)  # type: ignore[arg-type]
+                    for xi, wi, bi in zip(xs, ws, bs, strict=True)
+                ],
+                dim=1,
+            )
         return F.conv2d(
             x,
             self.weight,

@@ -420,8 +420,7 @@ class FusedRunner:
         (B, K, classes)), both detached. No host reads."""
         with self.autocast():
             logits = self.net(x)
-            per_sample = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")
-            loss = per_sample.mean(dim=0)
+            loss = member_cross_entropy(logits, y).mean(dim=0)
             total = (loss * self.live).sum()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -574,7 +573,7 @@ class FusedRunner:
             with self.autocast():
                 logits = self.net(x)
             logits = logits.float()
-            loss_sum.add_(F.cross_entropy(logits.transpose(1, 2), y, reduction="none").sum(dim=0))
+            loss_sum.add_(member_cross_entropy(logits, y).sum(dim=0))
             finite_rows = torch.isfinite(logits).all(dim=2)
             correct.add_(((logits.argmax(dim=2) == y) & finite_rows).sum(dim=0))
             seen += y.shape[0]
@@ -656,6 +655,17 @@ class _MemberWatch:
             self._event = torch.cuda.Event()
             self._event.record()
         return out
+
+
+def member_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    """Cross entropy per sample and member, (B, K), from logits (B, K, C) and labels (B, K).
+
+    Computed over B*K rows of C logits: the same last-dimension kernels (forward and
+    backward) as the solo loss on (B, C), so each member's gradient is its solo gradient.
+    """
+    classes = logits.shape[-1]
+    rows = F.cross_entropy(logits.reshape(-1, classes), y.reshape(-1), reduction="none")
+    return rows.view(y.shape)
 
 
 def _true_at(flags: Sequence[bool]) -> list[int]:
