@@ -9,8 +9,13 @@ activation is (B, K*C, H, W) -- member k owns channels [k*C, (k+1)*C) -- and a f
 that mix features or hold per-member state are replaced:
 
 - `FusedConv2d`: one convolution with groups = K (its weight is the K weights concatenated
-  along dim 0, so `weight.view(K, *member_shape)` gives member k's weight).
-- `FusedLinear`: one batched matmul (baddbmm) over a (K, out, in) weight.
+  along dim 0, so `weight.view(K, *member_shape)` gives member k's weight). On CPU it runs
+  one convolution per member instead (`grouped`): oneDNN computes a grouped 1x1 conv, or
+  one with few input channels, with other kernels than the solo conv (different rounding;
+  3x3 convs with >= 8 channels agree bit for bit), and on CPU grouping buys no speed, so
+  CPU bundles stay bit-identical to solo runs. CUDA always takes the grouped conv.
+- `FusedLinear`: one batched matmul (baddbmm) over a (K, out, in) weight, with a backward
+  that computes the same products as `nn.Linear`'s (see `_BatchedLinear`).
 - `FusedBatchNorm2d`: BatchNorm over K*C channels: every member keeps its own batch
   statistics and running averages, because BN never mixes channels.
 - `FusedDropout`: member k's mask is drawn from member k's own generator, in the shape and
@@ -33,8 +38,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-CPU_SPLIT_BELOW_CHANNELS = 8
 
 
 class EnergyProbe:
@@ -227,12 +230,16 @@ class _BatchedLinear(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_w = torch.bmm(grad.transpose(1, 2), xs.to(dtype)).to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum(dim=1).to(weight.dtype)
+            grad_b = grad.contiguous().sum(dim=1).to(weight.dtype)
         return grad_x, grad_w, grad_b
 
 
 class FusedConv2d(_Probed):
-    """K `nn.Conv2d` (groups=1, zero padding) as one convolution with K groups."""
+    """K `nn.Conv2d` (groups=1, zero padding) as one convolution with K groups.
+
+    `grouped`: True always groups, False runs one convolution per member, None (default)
+    groups everywhere but on CPU (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -258,6 +265,7 @@ class FusedConv2d(_Probed):
             torch.empty(num_members * out_channels, in_channels, *kernel_size)
         )
         self.bias = nn.Parameter(torch.empty(num_members * out_channels)) if bias else None
+        self.grouped: bool | None = None
 
     @classmethod
     def from_members(cls, members: Sequence[nn.Conv2d]) -> FusedConv2d:
@@ -275,7 +283,8 @@ class FusedConv2d(_Probed):
 
     def forward(self, x: Tensor) -> Tensor:
         self._measure(x)
-        if x.device.type == "cpu" and self.in_channels < CPU_SPLIT_BELOW_CHANNELS:
+        grouped = self.grouped if self.grouped is not None else x.device.type != "cpu"
+        if not grouped:
             k = self.num_members
             xs = x.chunk(k, dim=1)
             ws = self.weight.chunk(k, dim=0)

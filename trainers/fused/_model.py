@@ -152,6 +152,12 @@ class FusedNet(nn.Module):
             if isinstance(module, (FusedLinear, FusedConv2d))
         ]
 
+    def set_conv_mode(self, grouped: bool | None) -> None:
+        """`FusedConv2d.grouped` for every conv: True, False, or None (grouped but on CPU)."""
+        for module in self.net.modules():
+            if isinstance(module, FusedConv2d):
+                module.grouped = grouped
+
     def set_generators(self, generators: Sequence[torch.Generator | None]) -> None:
         """Member k's dropout masks come from `generators[k]`."""
         if len(generators) != self.num_members:
