@@ -197,12 +197,16 @@ def fuse_models(models: Sequence[nn.Module], *, name: str | None = None) -> Fuse
         if converter is not None:
             members = [m.get_submodule(qualname) for m in models]
             try:
-                replaced[qualname] = converter(members)
+                fused = converter(members)
             except _Unfusable as exc:
                 raise ValueError(
                     f"cannot fuse model {label!r}: layer {qualname or '(root)'!r} is {exc}, "
                     "which has no fused form"
                 ) from None
+            like = next(iter(members[0].parameters()), None)
+            if like is not None:  # the members' dtype and device, not torch's defaults
+                fused.to(device=like.device, dtype=like.dtype)
+            replaced[qualname] = fused
             continue
         own_state = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
         flattens_members = isinstance(module, nn.Flatten) and (
