@@ -74,6 +74,22 @@ def test_throughput_reports_images_per_second() -> None:
     assert all(_positive(r["images_per_second"]) for r in rows.values())
 
 
+def test_fused_throughput_reports_both_rates() -> None:
+    out = json.loads(
+        _run(
+            "fused_throughput.py",
+            *("--device", "cpu", "--models", "mlp", "--members", "2", "--batch-size", "32"),
+            *("--images", "128", "--epochs", "1", "--warmup-epochs", "0", "--threads", "1"),
+            "--json",
+        )
+    )
+    assert out["benchmark"] == "fused_throughput"
+    (row,) = out["results"]
+    assert (row["model"], row["members"]) == ("mlp", 2)
+    for key in ("solo_images_per_second", "fused_images_per_second", "speedup"):
+        assert _positive(row[key]), key
+
+
 def test_query_speed_prints_its_table() -> None:
     out = _run("query_speed.py", "--trials", "50", "--repeat", "1")
     lines = [line for line in out.splitlines() if line.startswith("| sqlite |")]
