@@ -99,14 +99,13 @@ def prepare(merged: MergedConfig) -> Prepared:
             f"check --name and --storage, or drop --resume to start a new study"
         )
     rows: list[Any] = []
+    if existing is not None and config.resume:
+        config = _resumed_config(merged, existing.config)
+    from study.run.fusing import check_fuse
+
+    check_fuse(config)  # --fuse K > 1 of trials that cannot fuse: refused, nothing written
     if existing is not None:
-        if config.resume:
-            checked = (config.dataset, config.data_dir)
-            config = merged.resumed_from(existing.config)
-            config = replace(config, data_dir=_absolute_data_dir(config.data_dir))
-            if (config.dataset, config.data_dir) != checked:
-                check_dataset(config)
-        else:
+        if not config.resume:
             diffs = config.differences(existing.config)
             if diffs:
                 raise UsageError(
@@ -123,6 +122,16 @@ def prepare(merged: MergedConfig) -> Prepared:
                 f"died, pass --resume to mark them FAIL and re-run them"
             )
     return Prepared(config=config, url=url, engine=engine, exists=existing is not None, rows=rows)
+
+
+def _resumed_config(merged: MergedConfig, stored: Any) -> StudyConfig:
+    """The stored study with this launch's run fields; its dataset checked if it changed."""
+    checked = (merged.config.dataset, _absolute_data_dir(merged.config.data_dir))
+    config = merged.resumed_from(stored)
+    config = replace(config, data_dir=_absolute_data_dir(config.data_dir))
+    if (config.dataset, config.data_dir) != checked:
+        check_dataset(config)
+    return config
 
 
 #: Datasets that ship inside installed packages or are generated: no files can be missing.
@@ -272,15 +281,19 @@ def _run_study(merged: MergedConfig, out: TextIO, resume_collector: Callable[[],
         rows = storage.queries.list_trials(prepared.engine, config.name)
         plan = make_plan(config, rows, _finished_curves(prepared.engine, config, rows))
         slots = concurrent_slots(config, resources)
+        from study.run.fusing import fuse_size
+
+        fuse = fuse_size(config, plan.budget, slots)
+        fused = f", fused {fuse} per Ray trial" if fuse > 1 else ""
         _say(
             out,
             f"study {config.name!r}: {config.sampler} over "
             f"{','.join(config.variants)}, {plan.finished} of {config.target_trials} "
             f"trials finished, running {plan.budget} ({config.dataset}/{config.model}, "
-            f"{config.epochs} epochs, up to {slots} at once)",
+            f"{config.epochs} epochs, up to {slots} at once{fused})",
         )
         emitted = (
-            _fit(config, prepared, writer, plan, rows, slots, out, resume_collector)
+            _fit(config, prepared, writer, plan, rows, slots, out, resume_collector, fuse)
             if plan.budget
             else 0
         )
@@ -331,10 +344,13 @@ def _fit(
     slots: int,
     out: TextIO,
     resume_collector: Callable[[], None],
+    fuse: int = 1,
 ) -> int:
     """Run the plan on Ray Tune; returns how many trials were handed to Tune (fewer than
     the budget when the run was interrupted, e.g. by Ctrl-C, which Tune handles itself).
-    `resume_collector` runs once Tune is set up, just before its loop (`study.run.collector`)."""
+    `resume_collector` runs once Tune is set up, just before its loop (`study.run.collector`).
+    With `fuse` > 1 each Ray trial is a bundle of up to `fuse` trials (`study.run.bundle`):
+    slots, resources and --max-concurrent then count bundles."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -392,12 +408,21 @@ def _fit(
     warmup = ReportWarmup(then=freeze_long_lived)  # the report's imports, from trial 1 on
     templates = TrialTemplates.for_study(config)  # what every trial trains but its own values
     recorder = Recorder(writer, config.name, config.epochs, templates, writes)
+    trainable: Any = run_trial
+    search_alg: Any = searcher
+    callbacks: list[Any] = [recorder, progress, warmup]
+    if fuse > 1:
+        from study.run.bundle import BundleSearch, FanOut, run_bundle
+
+        trainable = run_bundle
+        search_alg = searcher = BundleSearch(searcher, fuse)  # type: ignore[assignment]
+        callbacks = [FanOut([recorder, progress], config.epochs), warmup]
     tuner = tune.Tuner(
-        tune.with_resources(bind(run_trial, templates), resources),
+        tune.with_resources(bind(trainable, templates), resources),
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode=MODE,
-            search_alg=searcher,
+            search_alg=search_alg,
             scheduler=scheduler,
             num_samples=plan.budget,
             max_concurrent_trials=slots,
@@ -406,7 +431,7 @@ def _fit(
         run_config=tune.RunConfig(
             name=f"insgd-{config.name}-{datetime.now():%Y%m%d-%H%M%S}",
             storage_path=_storage_path(config.results_dir),
-            callbacks=[recorder, progress, warmup],
+            callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=1 if config.verbose else 0,
