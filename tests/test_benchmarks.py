@@ -90,6 +90,15 @@ def test_fused_throughput_reports_both_rates() -> None:
         assert _positive(row[key]), key
 
 
+def test_fused_study_times_both_arms_of_a_quick_study() -> None:
+    out = json.loads(_run("fused_study.py", "--quick", "--cpus", "2", "--json", timeout=400))
+    assert out["benchmark"] == "fused_study"
+    assert set(out["median_seconds"]) == {"1", "auto"}
+    assert all(_positive(v) for v in out["median_seconds"].values())
+    assert _positive(out["speedup"])
+    assert "fused" in out["plans"]["auto"] and "fused" not in out["plans"]["1"]
+
+
 def test_query_speed_prints_its_table() -> None:
     out = _run("query_speed.py", "--trials", "50", "--repeat", "1")
     lines = [line for line in out.splitlines() if line.startswith("| sqlite |")]

@@ -96,6 +96,13 @@ def assert_refused(code: int, err: str, *needles: str) -> None:
         (["--gpus-per-trial", "2"], ["--gpus-per-trial must be at most 1"]),
         (["--gpus-per-trial", "1.5"], ["--gpus-per-trial must be at most 1"]),
         (["--storage", "sqlite://"], ["in-memory SQLite database"]),
+        # fused trials (--fuse K|auto)
+        (["--fuse", "0"], ["--fuse must be an integer >= 1 or auto; got 0"]),
+        (["--fuse", "-1"], ["--fuse must be an integer >= 1 or auto; got -1"]),
+        (["--fuse", "x"], ["--fuse must be an integer >= 1 or auto; got 'x'"]),
+        (["--fuse", "2.5"], ["--fuse must be an integer >= 1 or auto; got '2.5'"]),
+        (["--fuse", "4", "--scheduler", "asha"], ["--fuse 4 with --scheduler asha"]),
+        (["--fuse", "4", "--trials", "4"], ["--fuse 4 with --sampler tpe", "--fuse 1"]),
     ],
 )
 def test_bad_flags(capsys, tmp_path, argv, needles):
@@ -132,6 +139,11 @@ def test_bad_flags(capsys, tmp_path, argv, needles):
         (f"lr_max = 1{'0' * 400}\n", ["lr_max must be a number; got int"]),
         (f"[train]\nweight_decay = 1{'0' * 400}\n", ["[train]", "weight_decay"]),
         ("lr_max = inf\n", ["lr_max must be a number; got float inf"]),
+        ("fuse = 0\n", ["--fuse must be an integer >= 1 or auto; got 0"]),
+        ('fuse = "many"\n', ["fuse must be an integer >= 1 or auto; got 'many'"]),
+        ("fuse = 2.0\n", ["fuse must be an integer >= 1 or auto; got 2.0"]),
+        # trials that cannot train fused: an explicit K > 1 is refused (auto runs them unfused)
+        ("fuse = 4\n[train]\ncompile = true\n", ["--fuse 4: these trials cannot train fused"]),
     ],
 )
 def test_bad_toml(capsys, tmp_path, text, needles):

@@ -1,0 +1,256 @@
+"""Fused trials in a study (``--fuse K|auto``, `study.run.bundle`): the same study fused and
+unfused stores the same trials, a fused one is faster on this CPU, and a bundle survives
+a killed worker (from its per-epoch checkpoint) and a SIGKILLed driver (``--resume``).
+
+The rule of ``auto`` (`study.run.fusing.fuse_size`) is checked without Ray.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import study_helpers as helpers
+
+from study.config import merge, parse_fuse
+from study.run.fusing import fuse_reason, fuse_size
+from study.run.runner import run_study
+
+REPO = Path(__file__).resolve().parents[2]
+TrialState = optuna.trial.TrialState
+#: digits' validation split (10% of 1797 images): one image is this much accuracy
+ONE_IMAGE = 1 / 179
+
+
+def test_auto_fuses_mlps_on_the_cpu_and_spreads_bundles_over_the_slots():
+    config = merge(flags={}).config  # the default study: digits/mlp grid, fuse auto
+    assert config.fuse == "auto"
+    assert fuse_size(config, pending=21, slots=1) == 8
+    assert fuse_size(config, pending=21, slots=2) == 8
+    assert fuse_size(config, pending=6, slots=2) == 3  # every slot gets a bundle
+    assert fuse_size(config, pending=1, slots=2) == 1
+    assert fuse_size(merge(flags={"model": "toy-cnn"}).config, 21, 1) == 1  # slower fused
+    gpu = merge(flags={"model": "toy-cnn", "gpus_per_trial": 1.0}).config
+    assert fuse_size(gpu, 21, 1) == 21
+    assert fuse_size(gpu, 500, 1) == 32
+    # what cannot fuse runs unfused under auto
+    for flags in ({"scheduler": "asha"}, {"trials": 4}, {"train": {"compile": True}}):
+        config = merge(flags=flags).config
+        assert fuse_reason(config) is not None
+        assert fuse_size(config, 21, 1) == 1
+    assert fuse_size(merge(flags={"fuse": 3}).config, 21, 1) == 3
+    assert (parse_fuse("5"), parse_fuse("auto"), parse_fuse(7)) == (5, "auto", 7)  # flag text
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import logging
+
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def study(tmp_path, name: str, **flags) -> tuple[int, str, str, float]:
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    flags = {
+        "storage": url,
+        "name": name,
+        "results_dir": str(tmp_path / "ray"),
+        "dataset": "digits",
+        "model": "mlp",
+        **flags,
+    }
+    out = io.StringIO()
+    started = time.perf_counter()
+    code = run_study(merge(flags=flags), out=out)
+    return code, out.getvalue(), url, time.perf_counter() - started
+
+
+def by_config(rows):
+    return {(r.variant, round(r.lr, 12), r.eps, r.seed): r for r in rows}
+
+
+@pytest.mark.slow
+def test_fused_grid_stores_the_unfused_study_and_is_faster(local_ray, tmp_path):
+    import storage
+
+    grid = {
+        "norms": "none,l2",
+        "lr_points": 3,
+        "lr_min": 0.01,
+        "lr_max": 0.3,
+        "epochs": 2,
+        "max_concurrent": 1,
+    }
+    code, out1, url, solo_s = study(tmp_path, "solo", fuse=1, **grid)
+    assert code == 0, out1
+    code, out8, _, fused_s = study(tmp_path, "fused", fuse=8, **grid)
+    assert code == 0, out8
+    assert "fused 8 per Ray trial" in out8 and "fused" not in out1.split("\n")[1]
+    engine = storage.open_database(url)
+    solo = storage.queries.list_trials(engine, "solo")
+    fused = storage.queries.list_trials(engine, "fused")
+    assert len(solo) == len(fused) == 6
+    assert sorted(r.trial_number for r in fused) == list(range(6))
+    assert all(r.state == "COMPLETE" for r in solo + fused)
+    assert by_config(solo).keys() == by_config(fused).keys()
+    for key, row in by_config(fused).items():
+        twin = by_config(solo)[key]
+        assert row.trial_number == twin.trial_number  # the same numbering, grid order
+        assert row.epochs_completed == twin.epochs_completed
+        assert row.diverged == twin.diverged
+        assert math.isclose(row.final_val_accuracy, twin.final_val_accuracy, abs_tol=ONE_IMAGE)
+        assert row.node_id and row.hostname and row.device_name.startswith("cpu")
+    # one bundle: every member names the same Tune trial
+    assert len({r.params["tune_trial_id"] for r in fused}) == 1
+    assert len({r.params["tune_trial_id"] for r in solo}) == 6
+    epochs = {n: storage.queries.study_epochs(engine, n) for n in ("solo", "fused")}
+    assert len(epochs["solo"]) == len(epochs["fused"]) == 12
+    # a progress line per member
+    assert sum(" trial " in line and "acc " in line for line in out8.splitlines()) == 6
+    # Optuna: one trial per configuration, told as unfused
+    solo_ot = {t.number: t for t in helpers.optuna_trials(url, "solo")}
+    fused_ot = {t.number: t for t in helpers.optuna_trials(url, "fused")}
+    assert solo_ot.keys() == fused_ot.keys()
+    for number, trial in fused_ot.items():
+        assert trial.state == TrialState.COMPLETE
+        assert trial.params == solo_ot[number].params
+        assert trial.user_attrs["trial_numbers"] == solo_ot[number].user_attrs["trial_numbers"]
+        assert math.isclose(trial.value, solo_ot[number].value, abs_tol=ONE_IMAGE)
+    print(f"\n6 trials x 2 epochs: --fuse 1 {solo_s:.1f}s, --fuse 8 {fused_s:.1f}s")
+    assert fused_s < solo_s
+
+
+@pytest.mark.slow
+def test_a_bundle_resumes_from_its_checkpoint_when_its_worker_dies(local_ray, tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            time.sleep(0.05)
+            try:
+                rows = helpers.trials(url, "killed")
+            except Exception:  # noqa: BLE001 - the study may not exist yet
+                continue
+            if rows and all(r.state == "RUNNING" and 1 <= r.epochs_completed <= 5 for r in rows):
+                workers = helpers.trial_workers(os.getpid())
+                if workers:
+                    helpers.kill_all(workers)
+                    killed.extend(workers)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    code, out, _, _ = study(
+        tmp_path,
+        "killed",
+        norms="none,l2",
+        lr_points=2,
+        lr_min=0.01,
+        lr_max=0.3,
+        epochs=8,
+        batch_size=8,
+        fuse=4,
+        max_concurrent=1,
+        max_failures=2,
+    )
+    thread.join(timeout=5)
+    assert killed, "the worker was never caught mid-bundle"
+    assert code == 0, out
+    rows = helpers.trials(url, "killed")
+    assert len(rows) == 4 and all(r.state == "COMPLETE" for r in rows)
+    assert all(r.epochs_completed == 8 or r.diverged for r in rows)
+    assert all(r.params["worker_failures"] == 1 for r in rows)
+    assert all(r.params["resumed_from_epoch"] >= 1 for r in rows)  # not from epoch 0
+    assert "worker failed" in out and "checkpoint" in out
+    ot = helpers.optuna_trials(url, "killed")
+    assert len(ot) == 4 and all(t.state == TrialState.COMPLETE for t in ot)
+
+
+@pytest.mark.slow
+def test_resume_after_the_driver_is_killed_mid_bundle(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    base = [sys.executable, "-m", "study", "launch", "--storage", url, "--name", "crash"]
+    base += ["--results-dir", str(tmp_path / "ray")]
+    study_flags = (
+        "--norms none,l2 --lr-points 3 --lr-min 0.01 --lr-max 0.3 --epochs 8 --batch-size 8 "
+        "--max-concurrent 1 --fuse 4"
+    ).split()
+    log = open(tmp_path / "first.log", "w")
+    driver = subprocess.Popen(
+        base + study_flags, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    tree: set[int] = set()
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert driver.poll() is None, (tmp_path / "first.log").read_text()
+            assert time.monotonic() < deadline, "the study never got going"
+            tree.update(helpers.descendants(driver.pid))
+            try:
+                rows = helpers.trials(url, "crash")
+            except Exception:  # noqa: BLE001 - not created yet
+                rows = []
+            running = [r for r in rows if r.state == "RUNNING" and 1 <= r.epochs_completed <= 5]
+            if len(running) == 4:  # the first bundle, mid-way
+                break
+            time.sleep(0.05)
+        tree.update(helpers.descendants(driver.pid))
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        helpers.kill_all(sorted(tree))
+        if driver.poll() is None:
+            driver.kill()
+        log.close()
+
+    before = {r.trial_number: r for r in helpers.trials(url, "crash")}
+    killed = [n for n, r in before.items() if r.state == "RUNNING"]
+    assert len(killed) == 4
+
+    proc = subprocess.run(
+        base + ["--resume", "--max-concurrent", "1", "--fuse", "4"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == ""
+    assert "marked 4 trial(s) left RUNNING as FAIL" in proc.stdout
+    assert "6/6 trials finished" in proc.stdout
+    rows = helpers.trials(url, "crash")
+    numbers = [r.trial_number for r in rows]
+    assert len(numbers) == len(set(numbers))
+    assert not [r for r in rows if r.state == "RUNNING"]
+    complete = [r for r in rows if r.state == "COMPLETE"]
+    assert len(complete) == 6 and len(by_config(complete)) == 6
+    failed = [r for r in rows if r.state == "FAIL"]
+    assert sorted(r.trial_number for r in failed) == sorted(killed)
+    for row in failed:
+        (rerun,) = [r for r in complete if by_config([r]).keys() == by_config([row]).keys()]
+        assert rerun.trial_number > max(before)
+    ot = helpers.optuna_trials(url, "crash")
+    states = [t.state for t in ot]
+    assert states.count(TrialState.COMPLETE) == 6
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
