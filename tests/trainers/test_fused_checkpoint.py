@@ -16,14 +16,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TIMING = ("epoch_seconds", "images_per_second")
 
 # toy-cnn with dropout and crop+flip: every random stream of every member (data order,
-# crops, flips, dropout masks) matters; the lr-20 member diverges in epoch 2, so the
+# crops, flips, dropout masks) matters; the lr-20 member diverges in epoch 1, so the
 # resumed bundle must also keep a finished member finished.
 BASE = TrainConfig(
-    dataset="digits",
+    dataset="synthetic",
+    dataset_options={"shape": (3, 8, 8), "num_train": 256, "num_val": 64},
     model="toy-cnn",
     augment=True,
     epochs=3,
-    batch_size=256,
+    batch_size=64,
     schedule="cosine",
     device="cpu",
 )
@@ -64,7 +65,7 @@ def _assert_same_tensors(a: object, b: object) -> None:
 def test_resumed_bundle_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
     full_path, cut_path = tmp_path / "full.pt", tmp_path / "cut.pt"
     full = train_fused(CONFIGS, checkpoint_path=full_path)
-    assert full[1].diverged and full[1].epochs_completed == 2  # the wild one, for real
+    assert full[1].diverged and full[1].epochs_completed == 1  # the wild one, for real
 
     def stop_after_second(member: int, metrics: EpochMetrics) -> None:
         if metrics.epoch == 2 and member == len(CONFIGS) - 1:
@@ -74,7 +75,7 @@ def test_resumed_bundle_reproduces_the_uninterrupted_run(tmp_path: Path) -> None
         train_fused(CONFIGS, stop_after_second, checkpoint_path=cut_path)
     cut = _load(cut_path)
     assert cut["epoch"] == 2 and cut["kind"] == "fused"
-    assert [len(h) for h in cut["histories"]] == [2, 2, 2]
+    assert [len(h) for h in cut["histories"]] == [2, 1, 2]
     assert len(cut["rng"]["data"]) == len(cut["rng"]["dropout"]) == len(CONFIGS)
 
     seen: list[tuple[int, int]] = []
