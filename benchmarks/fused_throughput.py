@@ -8,7 +8,8 @@ after another, as separate trials on one device would; "fused" runs all K at onc
 training images over training seconds (the validation pass excluded), medians over the
 measured epochs after untimed warm-up epochs (cuDNN autotuning).
 
-    python benchmarks/fused_throughput.py                                    # CUDA preset
+    python benchmarks/fused_throughput.py                   # CUDA preset, or the CPU one
+    python benchmarks/fused_throughput.py --quick           # every model, K 1 and 4, tiny
     python benchmarks/fused_throughput.py --device cpu --models toy-cnn --members 2 \\
         --images 512 --batch-size 64
 """
@@ -38,10 +39,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warmup_epochs": 1,
     },
     "cpu": {
-        "models": "toy-cnn",
-        "members": "2",
+        "models": "mlp,mnist-toy,toy-cnn",
+        "members": "1,4,16",
         "batch_size": 64,
-        "images": 512,
+        "images": 1024,
+        "epochs": 2,
+        "warmup_epochs": 1,
+    },
+    # --quick: a smoke run of every model and two bundle sizes, in seconds
+    "quick": {
+        "models": "mlp,mnist-toy,toy-cnn",
+        "members": "1,4",
+        "batch_size": 32,
+        "images": 128,
         "epochs": 1,
         "warmup_epochs": 0,
     },
@@ -70,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--quick", action="store_true", help="the tiny 'quick' preset (a smoke test)"
+    )
     return parser.parse_args(argv)
 
 
@@ -138,7 +151,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(TrainConfig(device=args.device))
-    preset = PRESETS["cuda" if device.type == "cuda" else "cpu"]
+    preset = PRESETS["quick" if args.quick else "cuda" if device.type == "cuda" else "cpu"]
     models = [m.strip() for m in (args.models or preset["models"]).split(",") if m.strip()]
     sizes = [int(k) for k in (args.members or preset["members"]).split(",") if k.strip()]
     rows = [measure(args, device, m, k, preset) for m in models for k in sizes]

@@ -90,6 +90,15 @@ def test_fused_throughput_reports_both_rates() -> None:
         assert _positive(row[key]), key
 
 
+def test_fused_throughput_quick_covers_every_model() -> None:
+    out = json.loads(
+        _run("fused_throughput.py", "--device", "cpu", "--quick", "--threads", "1", "--json")
+    )
+    rows = {(r["model"], r["members"]): r for r in out["results"]}
+    assert set(rows) == {(m, k) for m in ("mlp", "mnist-toy", "toy-cnn") for k in (1, 4)}
+    assert all(_positive(r["speedup"]) for r in rows.values())
+
+
 def test_fused_study_times_both_arms_of_a_quick_study() -> None:
     out = json.loads(_run("fused_study.py", "--quick", "--cpus", "2", "--json", timeout=400))
     assert out["benchmark"] == "fused_study"
