@@ -1,12 +1,15 @@
 """Fused trials vs the same trials one after another: training images/second of K members.
 
 Each member is a real trial configuration (SGD, INSGD-l1, INSGD-l2 in turn, their own lr
-and seed) on one synthetic 3x32x32 set with crop+flip on the device. "solo" runs each
+and seed) on one synthetic set (3x32x32, or `--shape`, e.g. digits' 1,8,8) with crop+flip
+on the device. "solo" runs each
 member's epochs with `trainers.train.setup_trial` / `EpochRunner.run_epoch`, one member
 after another, as separate trials on one device would; "fused" runs all K at once with
 `trainers.fused.setup_fused` / `FusedRunner.run_epoch`. Both figures are the members'
 training images over training seconds (the validation pass excluded), medians over the
-measured epochs after untimed warm-up epochs (cuDNN autotuning).
+measured epochs after untimed warm-up epochs (cuDNN autotuning). `--rounds R` repeats every
+(model, K) pair R times, solo first in even rounds and fused first in odd ones, and reports
+the medians (rates and the ratio), as the other benchmarks do on this shared machine.
 
     python benchmarks/fused_throughput.py                   # CUDA preset, or the CPU one
     python benchmarks/fused_throughput.py --quick           # every model, K 1 and 4, tiny
@@ -79,6 +82,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--channels-last", action=argparse.BooleanOptionalAction, default=None, help="NHWC"
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--shape",
+        default="3,32,32",
+        help="synthetic image shape C,H,W (default 3,32,32; 1,8,8 is digits' shape)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat every (model, K) pair this often, solo and fused in alternating order; "
+        "medians are reported",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
         "--quick", action="store_true", help="the tiny 'quick' preset (a smoke test)"
@@ -91,7 +106,12 @@ def _train_seconds(rows: list[Any], images: int) -> float:
 
 
 def measure(
-    args: argparse.Namespace, device: torch.device, model: str, k: int, preset: dict[str, Any]
+    args: argparse.Namespace,
+    device: torch.device,
+    model: str,
+    k: int,
+    preset: dict[str, Any],
+    fused_first: bool = False,
 ) -> dict[str, Any]:
     from trainers.data import load_dataset
     from trainers.fused import setup_fused
@@ -101,9 +121,10 @@ def measure(
     images = args.images or preset["images"]
     epochs = args.epochs or preset["epochs"]
     warmup = preset["warmup_epochs"] if args.warmup_epochs is None else args.warmup_epochs
+    shape = [int(n) for n in args.shape.split(",")]
     base = TrainConfig(
         dataset="synthetic",
-        dataset_options={"num_train": images, "num_val": batch},
+        dataset_options={"num_train": images, "num_val": batch, "shape": shape},
         model=model,
         batch_size=batch,
         epochs=warmup + epochs,
@@ -114,25 +135,40 @@ def measure(
     configs = [replace(base, seed=i, **VARIANTS[i % len(VARIANTS)]) for i in range(k)]
     # One dataset for all: the members differ in order, crops and flips, not in images.
     data = load_dataset(
-        "synthetic", device=str(device), num_train=images, num_val=batch, augment=True
+        "synthetic",
+        device=str(device),
+        num_train=images,
+        num_val=batch,
+        augment=True,
+        shape=shape,
     )
     seen = (images // batch) * batch
 
-    solo_seconds = 0.0
-    for config in configs:
-        runner = setup_trial(config, device, dataset=data)
+    def solo() -> float:
+        seconds = 0.0
+        for config in configs:
+            runner = setup_trial(config, device, dataset=data)
+            try:
+                rows = [runner.run_epoch(e) for e in range(1, warmup + epochs + 1)][warmup:]
+            finally:
+                runner.close()
+            seconds += _train_seconds(rows, seen)
+        return seconds
+
+    def fused_run() -> tuple[float, Any]:
+        runner = setup_fused(configs, device, datasets=[data] * k)
         try:
-            rows = [runner.run_epoch(e) for e in range(1, warmup + epochs + 1)][warmup:]
+            out = [runner.run_epoch(e) for e in range(1, warmup + epochs + 1)][warmup:]
         finally:
             runner.close()
-        solo_seconds += _train_seconds(rows, seen)
+        return _train_seconds([rows[0] for rows in out], seen), runner
 
-    fused = setup_fused(configs, device, datasets=[data] * k)
-    try:
-        epochs_out = [fused.run_epoch(e) for e in range(1, warmup + epochs + 1)][warmup:]
-    finally:
-        fused.close()
-    fused_seconds = _train_seconds([rows[0] for rows in epochs_out], seen)
+    if fused_first:
+        fused_seconds, fused = fused_run()
+        solo_seconds = solo()
+    else:
+        solo_seconds = solo()
+        fused_seconds, fused = fused_run()
     solo_rate, fused_rate = k * seen / solo_seconds, k * seen / fused_seconds
     return {
         "model": model,
@@ -154,21 +190,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     preset = PRESETS["quick" if args.quick else "cuda" if device.type == "cuda" else "cpu"]
     models = [m.strip() for m in (args.models or preset["models"]).split(",") if m.strip()]
     sizes = [int(k) for k in (args.members or preset["members"]).split(",") if k.strip()]
-    rows = [measure(args, device, m, k, preset) for m in models for k in sizes]
+    rounds = [
+        [measure(args, device, m, k, preset, fused_first=r % 2 == 1) for m in models for k in sizes]
+        for r in range(max(1, args.rounds))
+    ]
+    rows = [_median_row(pairs) for pairs in zip(*rounds, strict=True)]
     return {
         "benchmark": "fused_throughput",
         "device": device_name(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
+        "shape": args.shape,
         "results": rows,
     }
+
+
+def _median_row(rows: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """One (model, K) over the rounds: median rates and the median of the ratios."""
+    row = dict(rows[0])
+    for key in ("solo_images_per_second", "fused_images_per_second", "speedup"):
+        row[key] = statistics.median(r[key] for r in rows)
+    row["rounds"] = len(rows)
+    return row
 
 
 def print_table(result: dict[str, Any]) -> None:
     print(
         f"fused vs solo training throughput on {result['device']} (torch {result['torch']}, "
-        f"{result['threads']} CPU thread(s)), synthetic 3x32x32, crop+flip on device"
+        f"{result['threads']} CPU thread(s)), synthetic {result['shape']}, crop+flip on device"
     )
     print(
         f"{'model':<10} {'K':>3} {'batch':>5} {'bf16':>5} {'NHWC':>5} "
