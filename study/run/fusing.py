@@ -14,8 +14,11 @@ from study.errors import UsageError
 #: fusing measured faster than the same trials one after another (docs/performance.md);
 #: a model not listed trains unfused on the CPU (grouped convolutions measured slower).
 AUTO_CPU_MEMBERS: dict[str, int] = {"mlp": 8}
-#: Under ``--fuse auto`` with a GPU per trial: at most this many members per bundle.
-AUTO_GPU_MEMBERS = 32
+#: Under ``--fuse auto`` with a GPU per trial: the largest bundle per model. Small models
+#: leave most of a GPU idle; a bundle's activations grow with K, so CIFAR ResNet-20 gets
+#: fewer members and the large models (ImageNet ResNets, wide ResNets: one member may
+#: fill a GPU) none. Not measured yet (no GPU was available, docs/performance.md).
+AUTO_GPU_MEMBERS: dict[str, int] = {"mlp": 32, "mnist-toy": 32, "toy-cnn": 32, "resnet20": 8}
 
 
 def fuse_reason(config: StudyConfig) -> str | None:
@@ -53,8 +56,10 @@ def fuse_size(config: StudyConfig, pending: int, slots: int) -> int:
     """The bundle size K of this launch: ``--fuse K`` as given, or under ``auto``:
 
     - 1 where the trials cannot fuse (`fuse_reason`);
-    - with a GPU per trial (``--gpus-per-trial`` > 0): up to `AUTO_GPU_MEMBERS`;
-    - on the CPU: up to `AUTO_CPU_MEMBERS[model]` (1 for models not listed);
+    - with a GPU per trial (``--gpus-per-trial`` > 0): up to `AUTO_GPU_MEMBERS[model]`;
+    - on the CPU: up to `AUTO_CPU_MEMBERS[model]`;
+
+    (1 for models not listed)
 
     never more than it takes to give every slot a bundle: ceil(pending / slots).
     """
@@ -62,5 +67,6 @@ def fuse_size(config: StudyConfig, pending: int, slots: int) -> int:
         return int(config.fuse)
     if fuse_reason(config) is not None:
         return 1
-    cap = AUTO_GPU_MEMBERS if config.gpus_per_trial > 0 else AUTO_CPU_MEMBERS.get(config.model, 1)
+    caps = AUTO_GPU_MEMBERS if config.gpus_per_trial > 0 else AUTO_CPU_MEMBERS
+    cap = caps.get(config.model, 1)
     return max(1, min(cap, math.ceil(max(1, pending) / max(1, slots))))

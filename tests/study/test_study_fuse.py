@@ -42,6 +42,9 @@ def test_auto_fuses_mlps_on_the_cpu_and_spreads_bundles_over_the_slots():
     gpu = merge(flags={"model": "toy-cnn", "gpus_per_trial": 1.0}).config
     assert fuse_size(gpu, 21, 1) == 21
     assert fuse_size(gpu, 500, 1) == 32
+    big = merge(flags={"model": "resnet50", "gpus_per_trial": 1.0}).config
+    assert fuse_size(big, 21, 1) == 1  # one member may fill a GPU
+    assert fuse_size(merge(flags={"model": "resnet20", "gpus_per_trial": 0.5}).config, 21, 1) == 8
     # what cannot fuse runs unfused under auto
     for flags in ({"scheduler": "asha"}, {"trials": 4}, {"train": {"compile": True}}):
         config = merge(flags=flags).config
@@ -138,6 +141,41 @@ def test_fused_grid_stores_the_unfused_study_and_is_faster(local_ray, tmp_path):
         assert math.isclose(trial.value, solo_ot[number].value, abs_tol=ONE_IMAGE)
     print(f"\n6 trials x 2 epochs: --fuse 1 {solo_s:.1f}s, --fuse 8 {fused_s:.1f}s")
     assert fused_s < solo_s
+
+
+@pytest.mark.slow
+def test_random_sampler_with_seeds_in_bundles_keeps_its_groups(local_ray, tmp_path):
+    """Bundles of 3 over configurations of 2 seeds each: a group's seeds may sit in two
+    bundles; Optuna still gets one trial per configuration, told once all its seeds end;
+    a diverging member (lr up to 10) ends alone and its bundle goes on."""
+    code, out, url, _ = study(
+        tmp_path,
+        "random",
+        sampler="random",
+        sampler_seed=1,
+        trials=8,
+        seeds=2,
+        norms="none,l2",
+        lr_min=0.01,
+        lr_max=10.0,
+        epochs=2,
+        fuse=3,
+    )
+    assert code == 0, out
+    assert "fused 3 per Ray trial" in out
+    rows = helpers.trials(url, "random")
+    assert len(rows) == 8 and all(r.state == "COMPLETE" for r in rows)
+    assert sorted(r.trial_number for r in rows) == list(range(8))
+    assert len({r.params["tune_trial_id"] for r in rows}) == 3  # 3 + 3 + 2
+    ot = helpers.optuna_trials(url, "random")
+    assert len(ot) == 4 and all(t.state == TrialState.COMPLETE for t in ot)
+    for trial in ot:
+        members = [r for r in rows if r.trial_number in trial.user_attrs["trial_numbers"]]
+        assert sorted(r.seed for r in members) == [0, 1]
+        assert {r.lr for r in members} == {trial.params["lr"]}
+        accuracy = [0.0 if r.diverged else r.final_val_accuracy for r in members]
+        assert math.isclose(trial.value, sum(accuracy) / 2)
+        assert trial.user_attrs["diverged"] == any(r.diverged for r in members)
 
 
 @pytest.mark.slow
