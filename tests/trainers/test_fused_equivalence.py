@@ -204,3 +204,20 @@ def test_grouped_bundle_step_matches_solo_steps(name: str, dtype: torch.dtype) -
         fused_state = net.member_state_dict(m)
         for buffer_name, buffer in member.named_buffers():
             torch.testing.assert_close(fused_state[buffer_name], buffer, **tol)
+
+
+@pytest.mark.parametrize("model", ["toy-cnn", "resnet20"])
+def test_bf16_autocast_and_channels_last_as_on_cuda(model: str) -> None:
+    """The settings CUDA trains with (bf16 autocast, NHWC), here on CPU: the autocast
+    batched linear, NHWC packing, dropout masks and option-A shortcut in NHWC. Equal to
+    solo up to rounding (loss rel 1e-4), the same accuracies to one image."""
+    base = TrainConfig(dataset="synthetic", model=model, augment=True, epochs=2,
+                       batch_size=32, amp=True, channels_last=True, device="cpu",
+                       dataset_options=SYNTHETIC_16)  # fmt: skip
+    configs = _variants(base)
+    fused = train_fused(configs)
+    for f, config in zip(fused, configs, strict=True):
+        solo = train(config)
+        for a, b in zip(f.epochs, solo.epochs, strict=True):
+            assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4)
+            assert a.val_accuracy == pytest.approx(b.val_accuracy, abs=1.01 / 64)
