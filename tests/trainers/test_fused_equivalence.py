@@ -215,7 +215,8 @@ def test_bf16_autocast_and_channels_last_as_on_cuda(model: str) -> None:
     solo up to rounding (loss rel 1e-4), the same accuracies to one image."""
     base = TrainConfig(dataset="synthetic", model=model, augment=True, epochs=2,
                        batch_size=32, amp=True, channels_last=True, device="cpu",
-                       dataset_options=SYNTHETIC_16)  # fmt: skip
+                       dataset_options={"shape": (3, 8, 8), "num_train": 64,
+                                        "num_val": 64})  # fmt: skip
     configs = _variants(base)
     fused = train_fused(configs)
     for f, config in zip(fused, configs, strict=True):
