@@ -130,7 +130,7 @@ def member_lp_norm(
             blocks = inner.view(batch, k, channels).unbind(1)
             norms = [torch.linalg.vector_norm(b.contiguous(), p, dim=dim) for b in blocks]
             return torch.stack(norms), batch
-        view = x.view(batch, k, channels, *x.shape[2:])
+        view = x.reshape(batch, k, channels, *x.shape[2:])
         spatial = tuple(range(3, view.dim()))
         if per_channel:
             return torch.linalg.vector_norm(view, p, dim=(0, *spatial), dtype=dtype), batch
@@ -379,7 +379,7 @@ class FusedDropout(nn.Module):
         if self.p == 1.0:
             return x * torch.zeros((), dtype=x.dtype, device=x.device)
         k = self.num_members
-        view = x.view(x.shape[0], k, x.shape[1] // k, *x.shape[2:])
+        view = x.reshape(x.shape[0], k, x.shape[1] // k, *x.shape[2:])
         member_shape = (x.shape[0], *view.shape[2:])
         channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -412,7 +412,7 @@ class FusedPadShortcut(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         k = self.num_members
-        view = x.view(x.shape[0], k, x.shape[1] // k, *x.shape[2:])
+        view = x.reshape(x.shape[0], k, x.shape[1] // k, *x.shape[2:])
         view = view[:, :, :, :: self.stride, :: self.stride]
         out = F.pad(view, (0, 0, 0, 0, self.pad_before, self.pad_after))
         out = out.reshape(out.shape[0], -1, *out.shape[3:])
