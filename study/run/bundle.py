@@ -20,7 +20,7 @@ Everything but Tune sees the members, not the bundle:
 Only samplers whose next configuration does not depend on results take part (grid,
 random, qmc: `study.config.FUSE_SAMPLERS`) and only under the FIFO scheduler: ASHA would
 stop single members of a bundle, and TPE asking K configurations before any is told would
-be another search. `fuse_size` is the rule that picks K (see docs/studies.md).
+be another search. `study.run.fusing.fuse_size` is the rule that picks K (docs/studies.md).
 """
 
 from __future__ import annotations
@@ -65,10 +65,11 @@ def member_results(trial_id: str, result: dict[str, Any] | None) -> list[tuple[s
 class BundleSearch(Searcher):
     """A `SeededSearch` whose trials are bundles of up to `size` of its trials."""
 
-    def __init__(self, inner: SeededSearch, size: int) -> None:
+    def __init__(self, inner: SeededSearch, size: int, epochs_planned: int) -> None:
         super().__init__(metric=METRIC, mode=MODE)
         self._inner = inner
         self._size = size
+        self._epochs = epochs_planned
         self._open: dict[str, list[str]] = {}  # bundle trial id -> members not ended
         self._last: dict[str, dict[str, Any]] = {}  # member key -> its last result
 
@@ -104,7 +105,7 @@ class BundleSearch(Searcher):
                 continue
             self._last[key] = row
             self._inner.on_trial_result(key, row)
-            if is_final_result(row, self._inner._config.epochs):
+            if is_final_result(row, self._epochs):
                 open_members.remove(key)
                 self._inner.on_trial_complete(key, row)
                 self._last.pop(key, None)

@@ -415,7 +415,8 @@ def _fit(
         from study.run.bundle import BundleSearch, FanOut, run_bundle
 
         trainable = run_bundle
-        search_alg = searcher = BundleSearch(searcher, fuse)  # type: ignore[assignment]
+        searcher = BundleSearch(searcher, fuse, config.epochs)  # its members: SeededSearch's
+        search_alg = searcher
         callbacks = [FanOut([recorder, progress], config.epochs), warmup]
     tuner = tune.Tuner(
         tune.with_resources(bind(trainable, templates), resources),
