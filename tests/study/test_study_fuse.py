@@ -54,6 +54,109 @@ def test_auto_fuses_mlps_on_the_cpu_and_spreads_bundles_over_the_slots():
     assert (parse_fuse("5"), parse_fuse("auto"), parse_fuse(7)) == (5, "auto", 7)  # flag text
 
 
+class FakeSeeded:
+    """What `BundleSearch` needs of a `SeededSearch`: numbered trials, then FINISHED."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.emitted = 0
+        self.calls: list[tuple] = []
+
+    def suggest(self, key):
+        if self.emitted >= self.budget:
+            return "FINISHED"
+        self.emitted += 1
+        return {"trial_number": self.emitted - 1, "variant": "sgd", "lr": 0.1, "seed": 0}
+
+    def on_trial_result(self, key, result):
+        self.calls.append(("result", key, result["epoch"]))
+
+    def on_trial_complete(self, key, result=None, error=False):
+        self.calls.append(("complete", key, error))
+
+
+class FakeBundle:
+    def __init__(self, trial_id: str, config: dict) -> None:
+        self.trial_id = trial_id
+        self.config = config
+        self.num_failures = 3
+
+    def get_pickled_error(self):
+        return "boom"
+
+    def get_error(self):
+        return "boom"
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.seen.append(("start", trial.config["trial_number"]))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.seen.append(("result", trial.config["trial_number"], result["epoch"]))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.seen.append(("complete", trial.config["trial_number"], trial.last_result["epoch"]))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.seen.append(("error", trial.config["trial_number"], trial.get_pickled_error()))
+
+
+def test_bundle_members_end_alone_and_a_failed_bundle_fails_the_rest():
+    from study.run.bundle import BundleSearch, FanOut
+
+    inner = FakeSeeded(budget=5)
+    search = BundleSearch(inner, 3, epochs_planned=2)
+    first = search.suggest("a")
+    assert [m["trial_number"] for m in first["members"]] == [0, 1, 2]
+    assert [m["trial_number"] for m in search.suggest("b")["members"]] == [3, 4]
+    assert search.suggest("c") == "FINISHED" and search.emitted == 5
+    # epoch 1: member 1 diverges (its last result), the others go on
+    report = {
+        "epoch": 1,
+        "time_total_s": 1.5,
+        "members": [
+            {"member": 0, "epoch": 1, "val_accuracy": 0.5, "diverged": False},
+            {"member": 1, "epoch": 1, "val_accuracy": 0.0, "diverged": True},
+            {"member": 2, "epoch": 1, "val_accuracy": 0.6, "diverged": False},
+        ],
+    }
+    search.on_trial_result("a", report)
+    assert inner.calls == [
+        ("result", "a#0", 1),
+        ("result", "a#1", 1),
+        ("complete", "a#1", False),
+        ("result", "a#2", 1),
+    ]
+    inner.calls.clear()
+    search.on_trial_complete("a", error=True)  # its worker died for good: the rest FAIL
+    assert inner.calls == [("complete", "a#0", True), ("complete", "a#2", True)]
+
+    calls = Calls()
+    fan = FanOut([calls], epochs_planned=2)
+    bundle = FakeBundle("a", first)
+    fan.on_trial_start(0, [], bundle)
+    fan.on_trial_result(0, [], bundle, report)
+    fan.on_trial_start(0, [], bundle)  # a restart: only the members still running
+    fan.on_trial_error(0, [], bundle)
+    assert calls.seen == [
+        ("start", 0),
+        ("start", 1),
+        ("start", 2),
+        ("result", 0, 1),
+        ("result", 1, 1),
+        ("complete", 1, 1),
+        ("result", 2, 1),
+        ("start", 0),
+        ("start", 2),
+        ("error", 0, "boom"),
+        ("error", 2, "boom"),
+    ]
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     import logging
