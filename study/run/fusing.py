@@ -12,7 +12,7 @@ from study.errors import UsageError
 
 #: Under ``--fuse auto`` on the CPU (no GPU per trial): the largest bundle per model, where
 #: fusing measured faster than the same trials one after another (docs/performance.md);
-#: a model not listed trains unfused on the CPU (grouped convolutions measured slower).
+#: a model not listed trains unfused on the CPU (fused conv nets measured slower).
 AUTO_CPU_MEMBERS: dict[str, int] = {"mlp": 8}
 #: Under ``--fuse auto`` with a GPU per trial: the largest bundle per model. Small models
 #: leave most of a GPU idle; a bundle's activations grow with K, so CIFAR ResNet-20 gets
