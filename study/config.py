@@ -34,6 +34,10 @@ from trainers.config import TrainConfig
 
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "qmc", "grid")
 SCHEDULERS: tuple[str, ...] = ("fifo", "asha")
+#: Samplers whose configurations do not depend on results: `fuse` > 1 takes the next K.
+FUSE_SAMPLERS: tuple[str, ...] = ("grid", "random", "qmc")
+#: The largest bundle `fuse` accepts (members of one fused model).
+MAX_FUSE = 256
 #: What a study can compare, in this order: the SGD baseline, INSGD with the l1 / l2
 #: input-energy norm, and the frozen controls (INSGD with its normalizer frozen after the
 #: first step: beta = 1.0). See the module docstring and `variant_settings`.
@@ -139,6 +143,7 @@ class StudyConfig:
     reduction_factor: int = 2
     # how to run it
     max_concurrent: int | None = None
+    fuse: int | str = "auto"
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_failures: int = 3
@@ -243,6 +248,7 @@ class StudyConfig:
             )
         if self.max_concurrent is not None:
             _at_most("max_concurrent", self.max_concurrent, MAX_INT)
+        self._validate_fuse()
         if not _is_number(self.cpus_per_trial) or self.cpus_per_trial <= 0:
             raise UsageError(f"--cpus-per-trial must be a number > 0; got {self.cpus_per_trial!r}")
         gpus = self.gpus_per_trial
@@ -266,6 +272,29 @@ class StudyConfig:
             )
         if not isinstance(self.resume, bool) or not isinstance(self.verbose, bool):
             raise UsageError("resume and verbose must be true or false")
+
+    def _validate_fuse(self) -> None:
+        """`fuse`: "auto" or a bundle size K >= 1 (`study.run.bundle`); K > 1 needs the
+        FIFO scheduler and a sampler that does not learn from results."""
+        fuse = self.fuse
+        if fuse == "auto":
+            return
+        if not _is_int(fuse) or fuse < 1:
+            raise UsageError(f"--fuse must be an integer >= 1 or auto; got {fuse!r}")
+        _at_most("fuse", fuse, MAX_FUSE)
+        if fuse > 1 and self.scheduler != "fifo":
+            raise UsageError(
+                f"--fuse {fuse} with --scheduler {self.scheduler}: a scheduler would stop "
+                f"single members of a fused bundle; use --fuse 1 (or auto) with "
+                f"{self.scheduler}, or --scheduler fifo"
+            )
+        if fuse > 1 and self.sampler not in FUSE_SAMPLERS:
+            raise UsageError(
+                f"--fuse {fuse} with --sampler {self.sampler}: {self.sampler} learns from "
+                f"finished trials, so it cannot ask {fuse} configurations at once; use "
+                f"--fuse 1 (or auto) with {self.sampler}, or --sampler "
+                f"{' | '.join(FUSE_SAMPLERS)}"
+            )
 
     def _validate_train_options(self) -> None:
         if not isinstance(self.train, dict):
@@ -430,6 +459,7 @@ _KINDS: dict[str, str] = {
     "grace_period": "int",
     "reduction_factor": "int",
     "max_concurrent": "int?",
+    "fuse": "fuse",
     "cpus_per_trial": "float",
     "gpus_per_trial": "float",
     "max_failures": "int",
@@ -584,6 +614,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if not isinstance(value, bool):
             raise UsageError(f"{where} must be true or false; got {_type(value)} {value!r}")
         return value
+    if kind == "fuse":
+        return parse_fuse(value, where)
     if kind == "norms":
         return parse_norms(value, where)
     if kind == "variants":
@@ -595,6 +627,16 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             )
         return dict(value)
     raise AssertionError(kind)  # pragma: no cover
+
+
+def parse_fuse(value: Any, where: str = "--fuse") -> int | str:
+    """ "auto", an integer, or its text ("8") -> "auto" or the int; anything else is a
+    UsageError (the range is checked by `StudyConfig`)."""
+    if value == "auto" or _is_int(value):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+        return int(value)
+    raise UsageError(f"{where} must be an integer >= 1 or auto; got {value!r}")
 
 
 def parse_variants(value: Any, where: str = "--variants") -> tuple[str, ...]:

@@ -74,6 +74,40 @@ def test_throughput_reports_images_per_second() -> None:
     assert all(_positive(r["images_per_second"]) for r in rows.values())
 
 
+def test_fused_throughput_reports_both_rates() -> None:
+    out = json.loads(
+        _run(
+            "fused_throughput.py",
+            *("--device", "cpu", "--models", "mlp", "--members", "2", "--batch-size", "32"),
+            *("--images", "128", "--epochs", "1", "--warmup-epochs", "0", "--threads", "1"),
+            "--json",
+        )
+    )
+    assert out["benchmark"] == "fused_throughput"
+    (row,) = out["results"]
+    assert (row["model"], row["members"]) == ("mlp", 2)
+    for key in ("solo_images_per_second", "fused_images_per_second", "speedup"):
+        assert _positive(row[key]), key
+
+
+def test_fused_throughput_quick_covers_every_model() -> None:
+    out = json.loads(
+        _run("fused_throughput.py", "--device", "cpu", "--quick", "--threads", "1", "--json")
+    )
+    rows = {(r["model"], r["members"]): r for r in out["results"]}
+    assert set(rows) == {(m, k) for m in ("mlp", "mnist-toy", "toy-cnn") for k in (1, 4)}
+    assert all(_positive(r["speedup"]) for r in rows.values())
+
+
+def test_fused_study_times_both_arms_of_a_quick_study() -> None:
+    out = json.loads(_run("fused_study.py", "--quick", "--cpus", "2", "--json", timeout=400))
+    assert out["benchmark"] == "fused_study"
+    assert set(out["median_seconds"]) == {"1", "auto"}
+    assert all(_positive(v) for v in out["median_seconds"].values())
+    assert _positive(out["speedup"])
+    assert "fused" in out["plans"]["auto"] and "fused" not in out["plans"]["1"]
+
+
 def test_query_speed_prints_its_table() -> None:
     out = _run("query_speed.py", "--trials", "50", "--repeat", "1")
     lines = [line for line in out.splitlines() if line.startswith("| sqlite |")]

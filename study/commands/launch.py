@@ -78,6 +78,14 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
         int,
         "most trials running at once (default: as resources allow)",
     ),
+    (
+        "--fuse",
+        "fuse",
+        str,
+        "K | auto: train up to K configurations of the study as one fused model per Ray "
+        "trial (grid, random, qmc; FIFO); auto picks K by model and device, see "
+        "docs/studies.md (default: auto)",
+    ),
     ("--cpus-per-trial", "cpus_per_trial", float, "CPUs per trial (default: 1)"),
     (
         "--gpus-per-trial",
@@ -144,6 +152,10 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
         from study.config import parse_variants
 
         given["variants"] = parse_variants(given["variants"])
+    if "fuse" in given:
+        from study.config import parse_fuse
+
+        given["fuse"] = parse_fuse(given["fuse"])
     if "norms" in given:
         from study.config import parse_norms
 

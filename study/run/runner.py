@@ -97,6 +97,9 @@ def prepare(merged: MergedConfig) -> Prepared:
     if engine is None:
         if config.resume:
             _no_study_to_resume(config, url)
+        from study.run.fusing import check_fuse
+
+        check_fuse(config)  # --fuse K > 1 of trials that cannot fuse: refused, nothing written
         # a new database: the study is claimed once it exists, before its first row
         # (`_run_claimed`), so a bad setting found until then leaves no file behind
         return Prepared(config=config, url=url, engine=None, exists=False, rows=[])
@@ -152,14 +155,13 @@ def _check_existing(
 
     existing = storage.ResultWriter(engine).get_study(config.name)
     rows: list[Any] = []
+    if existing is not None and config.resume:
+        config = _resumed_config(merged, existing.config)
+    from study.run.fusing import check_fuse
+
+    check_fuse(config)  # --fuse K > 1 of trials that cannot fuse: refused, nothing written
     if existing is not None:
-        if config.resume:
-            checked = (config.dataset, config.data_dir)
-            config = merged.resumed_from(existing.config)
-            config = replace(config, data_dir=_absolute_data_dir(config.data_dir))
-            if (config.dataset, config.data_dir) != checked:
-                check_dataset(config)
-        else:
+        if not config.resume:
             diffs = config.differences(existing.config)
             if diffs:
                 raise UsageError(
@@ -176,6 +178,16 @@ def _check_existing(
                 f"died, pass --resume to mark them FAIL and re-run them"
             )
     return config, existing, rows
+
+
+def _resumed_config(merged: MergedConfig, stored: Any) -> StudyConfig:
+    """The stored study with this launch's run fields; its dataset checked if it changed."""
+    checked = (merged.config.dataset, _absolute_data_dir(merged.config.data_dir))
+    config = merged.resumed_from(stored)
+    config = replace(config, data_dir=_absolute_data_dir(config.data_dir))
+    if (config.dataset, config.data_dir) != checked:
+        check_dataset(config)
+    return config
 
 
 #: Datasets that ship inside installed packages or are generated: no files can be missing.
@@ -360,15 +372,19 @@ def _run_claimed(
             _reconcile(prepared, config, rows, retry, out)
         plan = make_plan(config, rows, _finished_curves(prepared.engine, config, rows))
         slots = concurrent_slots(config, resources)
+        from study.run.fusing import fuse_size
+
+        fuse = fuse_size(config, plan.budget, slots)
+        fused = f", fused {fuse} per Ray trial" if fuse > 1 else ""
         _say(
             out,
             f"study {config.name!r}: {config.sampler} over "
             f"{','.join(config.variants)}, {plan.finished} of {config.target_trials} "
             f"trials finished, running {plan.budget} ({config.dataset}/{config.model}, "
-            f"{config.epochs} epochs, up to {slots} at once)",
+            f"{config.epochs} epochs, up to {slots} at once{fused})",
         )
         emitted = (
-            _fit(config, prepared, writer, plan, rows, slots, out, resume_collector, retry)
+            _fit(config, prepared, writer, plan, rows, slots, out, resume_collector, retry, fuse)
             if plan.budget
             else 0
         )
@@ -424,13 +440,16 @@ def _fit(
     out: TextIO,
     resume_collector: Callable[[], None],
     retry: Any = None,
+    fuse: int = 1,
 ) -> int:
     """Run the plan on Ray Tune; returns how many trials were handed to Tune (fewer than
     the budget when the run was interrupted, e.g. by Ctrl-C, which Tune handles itself).
     `resume_collector` runs once Tune is set up, just before its loop (`study.run.collector`).
     `retry` (`storage.transactions.DbRetry`) runs the driver's Optuna writes again while
     the database is unavailable; one that gives up stops the launch with its
-    `DatabaseUnavailable` (which Tune would otherwise show as its own traceback)."""
+    `DatabaseUnavailable` (which Tune would otherwise show as its own traceback).
+    With `fuse` > 1 each Ray trial is a bundle of up to `fuse` trials (`study.run.bundle`):
+    slots, resources and --max-concurrent then count bundles."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -492,12 +511,22 @@ def _fit(
     warmup = ReportWarmup(then=freeze_long_lived)  # the report's imports, from trial 1 on
     templates = TrialTemplates.for_study(config)  # what every trial trains but its own values
     recorder = Recorder(writer, config.name, config.epochs, templates, writes)
+    trainable: Any = run_trial
+    search_alg: Any = searcher
+    callbacks: list[Any] = [recorder, progress, warmup]
+    if fuse > 1:
+        from study.run.bundle import BundleSearch, FanOut, run_bundle
+
+        trainable = run_bundle
+        searcher = BundleSearch(searcher, fuse, config.epochs)  # its members: SeededSearch's
+        search_alg = searcher
+        callbacks = [FanOut([recorder, progress], config.epochs), warmup]
     tuner = tune.Tuner(
-        tune.with_resources(bind(run_trial, templates), resources),
+        tune.with_resources(bind(trainable, templates), resources),
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode=MODE,
-            search_alg=searcher,
+            search_alg=search_alg,
             scheduler=scheduler,
             num_samples=plan.budget,
             max_concurrent_trials=slots,
@@ -506,7 +535,7 @@ def _fit(
         run_config=tune.RunConfig(
             name=f"insgd-{config.name}-{datetime.now():%Y%m%d-%H%M%S}",
             storage_path=_storage_path(config.results_dir),
-            callbacks=[recorder, progress, warmup],
+            callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=1 if config.verbose else 0,

@@ -99,6 +99,13 @@ def assert_refused(code: int, err: str, *needles: str) -> None:
         (["--db-retry-seconds", "-1"], ["--db-retry-seconds must be a number from 0 to"]),
         (["--db-retry-seconds", "nan"], ["--db-retry-seconds must be a number from 0 to"]),
         (["--db-retry-seconds", "soon"], ["--db-retry-seconds", "invalid float value"]),
+        # fused trials (--fuse K|auto)
+        (["--fuse", "0"], ["--fuse must be an integer >= 1 or auto; got 0"]),
+        (["--fuse", "-1"], ["--fuse must be an integer >= 1 or auto; got -1"]),
+        (["--fuse", "x"], ["--fuse must be an integer >= 1 or auto; got 'x'"]),
+        (["--fuse", "2.5"], ["--fuse must be an integer >= 1 or auto; got '2.5'"]),
+        (["--fuse", "4", "--scheduler", "asha"], ["--fuse 4 with --scheduler asha"]),
+        (["--fuse", "4", "--trials", "4"], ["--fuse 4 with --sampler tpe", "--fuse 1"]),
     ],
 )
 def test_bad_flags(capsys, tmp_path, argv, needles):
@@ -137,6 +144,11 @@ def test_bad_flags(capsys, tmp_path, argv, needles):
         ("lr_max = inf\n", ["lr_max must be a number; got float inf"]),
         ('db_retry_seconds = "long"\n', ["db_retry_seconds must be a number; got str"]),
         ("db-retry-seconds = 1e6\n", ["--db-retry-seconds must be a number from 0 to 86400"]),
+        ("fuse = 0\n", ["--fuse must be an integer >= 1 or auto; got 0"]),
+        ('fuse = "many"\n', ["fuse must be an integer >= 1 or auto; got 'many'"]),
+        ("fuse = 2.0\n", ["fuse must be an integer >= 1 or auto; got 2.0"]),
+        # trials that cannot train fused: an explicit K > 1 is refused (auto runs them unfused)
+        ("fuse = 4\n[train]\ncompile = true\n", ["--fuse 4: these trials cannot train fused"]),
     ],
 )
 def test_bad_toml(capsys, tmp_path, text, needles):

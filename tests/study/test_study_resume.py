@@ -41,7 +41,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     ]
     study = (
         "--norms none,l2 --lr-points 2 --lr-min 0.01 --lr-max 0.3 --epochs 8 --batch-size 8 "
-        "--max-concurrent 1"
+        "--max-concurrent 1 --fuse 1"
     ).split()
     log = open(tmp_path / "first.log", "w")
     driver = subprocess.Popen(
@@ -135,7 +135,7 @@ def test_ctrl_c_ends_the_launch_cleanly_and_resume_finishes_it(tmp_path):
     base = [sys.executable, "-m", "study", "launch", "--storage", url, "--name", "ctrlc"]
     study = (
         "--sampler random --sampler-seed 0 --trials 6 --norms none,l2 --epochs 8 "
-        "--batch-size 8 --max-concurrent 1"
+        "--batch-size 8 --max-concurrent 1 --fuse 1"
     ).split()
     results = ["--results-dir", str(tmp_path / "ray")]
     driver = subprocess.Popen(

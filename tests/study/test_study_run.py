@@ -56,6 +56,7 @@ def study(tmp_path, name: str, url: str | None = None, **flags) -> tuple[int, st
         "results_dir": str(tmp_path / "ray"),
         "dataset": "digits",
         "model": "mlp",
+        "fuse": 1,  # one trial per Ray trial: what these tests time, pack and kill
         **flags,
     }
     out = io.StringIO()
