@@ -108,6 +108,9 @@ def run_launch(
         str(batch_size),
         "--max-concurrent",
         "1",
+        # one trial per Ray trial, as the bare loops run them (fusion is fused_study.py's)
+        "--fuse",
+        "1",
         "--results-dir",
         str(workdir / name),
     ]

@@ -52,7 +52,7 @@ def _launch_args(url: str, name: str, tmp_path: Path, *extra: str) -> list[str]:
 
 STUDY = (
     f"--epochs {EPOCHS} --batch-size 8 --trials {TARGET} --sampler random --sampler-seed 1 "
-    "--norms none,l2 --max-concurrent 1"
+    "--norms none,l2 --max-concurrent 1 --fuse 1"
 ).split()
 
 
