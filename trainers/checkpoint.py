@@ -78,23 +78,34 @@ def load_checkpoint(
         raise ValueError(
             f"{str(source)!r} is not a training checkpoint of format {CHECKPOINT_FORMAT}"
         )
-    saved = payload["config"]
+    details = config_differences(payload["config"], config)
+    if details:
+        raise ValueError(
+            f"checkpoint {str(source)!r} was written for another configuration: {details}"
+        )
+    check_device_type(payload, source, device)
+    return payload
+
+
+def config_differences(saved: dict[str, Any], config: TrainConfig) -> str:
+    """The fields that a resume must not change and that `config` changed since `saved`
+    (a checkpoint's stored config), as "key=old (now new)", or "" when there are none.
+    Shared by single and fused checkpoints, so both refuse exactly the same changes."""
     current = config.to_dict()
     differ = sorted(
         key for key in current if key not in RESUME_MAY_DIFFER and saved.get(key) != current[key]
     )
-    if differ:
-        details = ", ".join(f"{k}={saved.get(k)!r} (now {current[k]!r})" for k in differ)
-        raise ValueError(
-            f"checkpoint {str(source)!r} was written for another configuration: {details}"
-        )
+    return ", ".join(f"{k}={saved.get(k)!r} (now {current[k]!r})" for k in differ)
+
+
+def check_device_type(payload: dict[str, Any], source: Path, device: torch.device) -> None:
+    """Refuse a checkpoint written on another device type: its random streams differ."""
     saved_type = payload["rng"]["device_type"]
     if saved_type != device.type:
         raise ValueError(
             f"checkpoint {str(source)!r} was written on {saved_type}, cannot resume it on "
             f"{device.type}: the random streams differ between device types"
         )
-    return payload
 
 
 def capture_rng(generator: torch.Generator, device: torch.device) -> dict[str, Any]:

@@ -42,8 +42,9 @@ from torch import Tensor
 
 from trainers.checkpoint import (
     CHECKPOINT_FORMAT,
-    RESUME_MAY_DIFFER,
+    check_device_type,
     check_writable,
+    config_differences,
     save_checkpoint,
 )
 from trainers.config import EpochMetrics, TrainConfig, TrialResult
@@ -695,20 +696,11 @@ def load_fused_checkpoint(
             f"checkpoint {str(source)!r} holds {len(saved)} members, not {len(configs)}"
         )
     for index, (old, config) in enumerate(zip(saved, configs, strict=True)):
-        current = config.to_dict()
-        differ = sorted(
-            key for key in current if key not in RESUME_MAY_DIFFER and old.get(key) != current[key]
-        )
-        if differ:
-            details = ", ".join(f"{k}={old.get(k)!r} (now {current[k]!r})" for k in differ)
+        details = config_differences(old, config)
+        if details:
             raise ValueError(
                 f"checkpoint {str(source)!r} was written for another configuration of "
                 f"member {index}: {details}"
             )
-    saved_type = payload["rng"]["device_type"]
-    if saved_type != device.type:
-        raise ValueError(
-            f"checkpoint {str(source)!r} was written on {saved_type}, cannot resume it on "
-            f"{device.type}: the random streams differ between device types"
-        )
+    check_device_type(payload, source, device)
     return payload
