@@ -75,14 +75,7 @@ def open_database(url: str, *, upgrade: bool = True) -> Engine:
     shown = mask_url(url)
     if parsed.get_backend_name() == "sqlite":
         _check_sqlite_path(parsed, shown, create=upgrade)
-    engine = get_engine(parsed)
-    check_reachable(engine, shown)
-    try:
-        current = migrate.current_revision(engine)
-    except SQLAlchemyError as exc:
-        raise StorageError(
-            f"cannot read the schema version of {shown}: {db_reason(exc, engine.url)}"
-        ) from None
+    engine, current = _reachable_revision(parsed, shown)
     head = migrate.head_revision()
     if current == head:
         return engine
@@ -107,6 +100,18 @@ def open_database(url: str, *, upgrade: bool = True) -> Engine:
     return engine
 
 
+def _reachable_revision(parsed: Any, shown: str) -> tuple[Engine, str | None]:
+    """The engine of `parsed`, reachable, and its results-schema revision (None if none)."""
+    engine = get_engine(parsed)
+    check_reachable(engine, shown)
+    try:
+        return engine, migrate.current_revision(engine)
+    except SQLAlchemyError as exc:
+        raise StorageError(
+            f"cannot read the schema version of {shown}: {db_reason(exc, engine.url)}"
+        ) from None
+
+
 def open_existing(url: str) -> Engine | None:
     """`open_database(url)` for a caller that creates the database only later, once every
     other check has passed: the engine of a results database that exists (migrated to
@@ -128,14 +133,7 @@ def open_existing(url: str) -> Engine | None:
                     f"cannot create the SQLite database {shown}: {parent} is not writable"
                 )
             return None
-    engine = get_engine(parsed)
-    check_reachable(engine, shown)
-    try:
-        current = migrate.current_revision(engine)
-    except SQLAlchemyError as exc:
-        raise StorageError(
-            f"cannot read the schema version of {shown}: {db_reason(exc, engine.url)}"
-        ) from None
+    engine, current = _reachable_revision(parsed, shown)
     return None if current is None else open_database(url)
 
 
