@@ -11,9 +11,10 @@ from study.config import FUSE_SAMPLERS, StudyConfig
 from study.errors import UsageError
 
 #: Under ``--fuse auto`` on the CPU (no GPU per trial): the largest bundle per model, where
-#: fusing measured faster than the same trials one after another (docs/performance.md);
-#: a model not listed trains unfused on the CPU (fused conv nets measured slower).
-AUTO_CPU_MEMBERS: dict[str, int] = {"mlp": 8}
+#: fusing measured faster than the same trials one after another (docs/performance.md:
+#: the digits MLP gains up to K 16 and little beyond); a model not listed trains unfused
+#: on the CPU (fused conv nets measured slower).
+AUTO_CPU_MEMBERS: dict[str, int] = {"mlp": 16}
 #: Under ``--fuse auto`` with a GPU per trial: the largest bundle per model. Small models
 #: leave most of a GPU idle; a bundle's activations grow with K, so CIFAR ResNet-20 gets
 #: fewer members and the large models (ImageNet ResNets, wide ResNets: one member may
@@ -59,14 +60,25 @@ def fuse_size(config: StudyConfig, pending: int, slots: int) -> int:
     - with a GPU per trial (``--gpus-per-trial`` > 0): up to `AUTO_GPU_MEMBERS[model]`;
     - on the CPU: up to `AUTO_CPU_MEMBERS[model]`;
 
-    (1 for models not listed)
-
-    never more than it takes to give every slot a bundle: ceil(pending / slots).
+    (1 for models not listed), and within that cap the *balanced* size: the fewest waves
+    of bundles (one bundle per slot at a time) that hold every pending trial, and then the
+    smallest K that fills those waves. A study's wall time is its waves times a bundle's
+    time, so 21 trials on 2 slots with a cap of 16 run as bundles of 11 and 10 in one wave
+    (not 16 and 5: one slot idle half the time), and with a cap of 8 as 6, 6, 6, 3 in two
+    waves (not 8, 8, 5: a third bundle alone in the second wave runs 8 + 5 member-trials
+    back to back on one slot, where 6 + 6 suffice).
     """
     if config.fuse != "auto":
         return int(config.fuse)
     if fuse_reason(config) is not None:
         return 1
     caps = AUTO_GPU_MEMBERS if config.gpus_per_trial > 0 else AUTO_CPU_MEMBERS
-    cap = caps.get(config.model, 1)
-    return max(1, min(cap, math.ceil(max(1, pending) / max(1, slots))))
+    return balanced_size(pending, slots, caps.get(config.model, 1))
+
+
+def balanced_size(pending: int, slots: int, cap: int) -> int:
+    """The bundle size for `pending` trials on `slots` parallel slots, at most `cap`:
+    ceil(pending / (slots * waves)) with waves = ceil(pending / (slots * cap))."""
+    pending, slots, cap = max(1, pending), max(1, slots), max(1, cap)
+    waves = math.ceil(pending / (slots * cap))
+    return max(1, min(cap, math.ceil(pending / (slots * waves))))

@@ -22,7 +22,7 @@ import pytest
 import study_helpers as helpers
 
 from study.config import merge, parse_fuse
-from study.run.fusing import fuse_reason, fuse_size
+from study.run.fusing import balanced_size, fuse_reason, fuse_size
 from study.run.runner import run_study
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,8 +34,9 @@ ONE_IMAGE = 1 / 179
 def test_auto_fuses_mlps_on_the_cpu_and_spreads_bundles_over_the_slots():
     config = merge(flags={}).config  # the default study: digits/mlp grid, fuse auto
     assert config.fuse == "auto"
-    assert fuse_size(config, pending=21, slots=1) == 8
-    assert fuse_size(config, pending=21, slots=2) == 8
+    assert fuse_size(config, pending=21, slots=1) == 11  # two waves of 11 and 10, cap 16
+    assert fuse_size(config, pending=21, slots=2) == 11  # one wave: 11 and 10 side by side
+    assert fuse_size(config, pending=40, slots=2) == 10  # two waves of two 10s, not 16+16+8
     assert fuse_size(config, pending=6, slots=2) == 3  # every slot gets a bundle
     assert fuse_size(config, pending=1, slots=2) == 1
     assert fuse_size(merge(flags={"model": "toy-cnn"}).config, 21, 1) == 1  # slower fused
@@ -44,13 +45,16 @@ def test_auto_fuses_mlps_on_the_cpu_and_spreads_bundles_over_the_slots():
     assert fuse_size(gpu, 500, 1) == 32
     big = merge(flags={"model": "resnet50", "gpus_per_trial": 1.0}).config
     assert fuse_size(big, 21, 1) == 1  # one member may fill a GPU
-    assert fuse_size(merge(flags={"model": "resnet20", "gpus_per_trial": 0.5}).config, 21, 1) == 8
+    assert fuse_size(merge(flags={"model": "resnet20", "gpus_per_trial": 0.5}).config, 21, 1) == 7
     # what cannot fuse runs unfused under auto
     for flags in ({"scheduler": "asha"}, {"trials": 4}, {"train": {"compile": True}}):
         config = merge(flags=flags).config
         assert fuse_reason(config) is not None
         assert fuse_size(config, 21, 1) == 1
     assert fuse_size(merge(flags={"fuse": 3}).config, 21, 1) == 3
+    # the balanced size: fewest waves within the cap, then the smallest K filling them
+    assert [balanced_size(21, 2, cap) for cap in (1, 5, 8, 11, 16, 64)] == [1, 4, 6, 11, 11, 11]
+    assert (balanced_size(0, 0, 0), balanced_size(7, 1, 3), balanced_size(9, 4, 32)) == (1, 3, 3)
     assert (parse_fuse("5"), parse_fuse("auto"), parse_fuse(7)) == (5, "auto", 7)  # flag text
 
 
