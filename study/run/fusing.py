@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from study.config import FUSE_SAMPLERS, StudyConfig
+from study.config import StudyConfig
 from study.errors import UsageError
 
 #: Under ``--fuse auto`` on the CPU (no GPU per trial): the largest bundle per model, where
@@ -23,12 +23,11 @@ AUTO_GPU_MEMBERS: dict[str, int] = {"mlp": 32, "mnist-toy": 32, "toy-cnn": 32, "
 
 def fuse_reason(config: StudyConfig) -> str | None:
     """None when the study's trials can fuse, else why not (one line): its variants'
-    trial configurations must fuse (`trainers.fused.can_fuse`), the sampler must not
-    learn from results and the scheduler must be FIFO."""
+    trial configurations must fuse (`trainers.fused.can_fuse`) and the scheduler must be
+    FIFO. The sampler does not matter: grid, random and qmc take the next K
+    configurations, TPE asks K at once (constant liar: `study.run.bundle`)."""
     if config.scheduler != "fifo":
         return f"--scheduler {config.scheduler} stops single members of a bundle"
-    if config.sampler not in FUSE_SAMPLERS:
-        return f"--sampler {config.sampler} learns from finished trials"
     from trainers.fused import can_fuse
 
     configs = [
