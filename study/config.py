@@ -34,8 +34,6 @@ from trainers.config import TrainConfig
 
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "qmc", "grid")
 SCHEDULERS: tuple[str, ...] = ("fifo", "asha")
-#: Samplers whose configurations do not depend on results: `fuse` > 1 takes the next K.
-FUSE_SAMPLERS: tuple[str, ...] = ("grid", "random", "qmc")
 #: The largest bundle `fuse` accepts (members of one fused model).
 MAX_FUSE = 256
 #: What a study can compare, in this order: the SGD baseline, INSGD with the l1 / l2
@@ -275,7 +273,8 @@ class StudyConfig:
 
     def _validate_fuse(self) -> None:
         """`fuse`: "auto" or a bundle size K >= 1 (`study.run.bundle`); K > 1 needs the
-        FIFO scheduler and a sampler that does not learn from results."""
+        FIFO scheduler. Every sampler fuses: grid, random and qmc take the next K
+        configurations, TPE asks them at once (constant liar, `study.search.samplers`)."""
         fuse = self.fuse
         if fuse == "auto":
             return
@@ -287,13 +286,6 @@ class StudyConfig:
                 f"--fuse {fuse} with --scheduler {self.scheduler}: a scheduler would stop "
                 f"single members of a fused bundle; use --fuse 1 (or auto) with "
                 f"{self.scheduler}, or --scheduler fifo"
-            )
-        if fuse > 1 and self.sampler not in FUSE_SAMPLERS:
-            raise UsageError(
-                f"--fuse {fuse} with --sampler {self.sampler}: {self.sampler} learns from "
-                f"finished trials, so it cannot ask {fuse} configurations at once; use "
-                f"--fuse 1 (or auto) with {self.sampler}, or --sampler "
-                f"{' | '.join(FUSE_SAMPLERS)}"
             )
 
     def _validate_train_options(self) -> None:

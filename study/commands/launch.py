@@ -83,8 +83,8 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
         "fuse",
         str,
         "K | auto: train up to K configurations of the study as one fused model per Ray "
-        "trial (grid, random, qmc; FIFO); auto picks K by model and device, see "
-        "docs/studies.md (default: auto)",
+        "trial (every sampler, tpe asks K at once; FIFO only); auto picks K by model and "
+        "device, see docs/studies.md (default: auto)",
     ),
     ("--cpus-per-trial", "cpus_per_trial", float, "CPUs per trial (default: 1)"),
     (

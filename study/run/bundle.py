@@ -17,10 +17,14 @@ Everything but Tune sees the members, not the bundle:
   hands Tune the bundle's per-epoch checkpoint (all members) with every report but the
   last, so a bundle whose worker died resumes from its last epoch.
 
-Only samplers whose next configuration does not depend on results take part (grid,
-random, qmc: `study.config.FUSE_SAMPLERS`) and only under the FIFO scheduler: ASHA would
-stop single members of a bundle, and TPE asking K configurations before any is told would
-be another search. `study.run.fusing.fuse_size` is the rule that picks K (docs/studies.md).
+Every sampler takes part: grid, random and qmc hand out their next K configurations, as
+unfused; TPE is asked for a bundle's configurations back to back, before any of them is
+told (with N seeds a bundle of K members holds ceil(K / N) configurations). Its
+``constant_liar`` (`study.search.samplers`) counts each RUNNING trial among the bad ones,
+so these asks spread out instead of all landing on the point TPE currently rates best;
+a fused TPE study adapts from one bundle to the next. Only the FIFO scheduler takes
+part: ASHA would stop single members of a bundle. `study.run.fusing.fuse_size` is the
+rule that picks K (docs/studies.md).
 """
 
 from __future__ import annotations
@@ -87,14 +91,22 @@ class BundleSearch(Searcher):
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        """The next bundle: up to `size` members, fewer when the inner search runs out
+        or its next ask is still waiting on the database (a partial bundle goes now; the
+        member that got no answer was registered nowhere, and the next bundle's first
+        member waits for the same ask). With no member at all, the inner search's own
+        answer: None (waiting on the database: Tune asks again later) or FINISHED."""
         members = []
+        answer: dict[str, Any] | str | None = None
         for index in range(self._size):
             answer = self._inner.suggest(member_key(trial_id, index))
             if not isinstance(answer, dict):
                 break
             members.append({**answer, "member": index})
         if not members:
-            return Searcher.FINISHED
+            # FINISHED ends the study: only when the inner search said so, never for an
+            # ask that has not come back yet
+            return None if answer is None else Searcher.FINISHED
         self._open[trial_id] = [member_key(trial_id, m["member"]) for m in members]
         return {"trial_number": members[0]["trial_number"], "members": members}
 

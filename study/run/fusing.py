@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from study.config import FUSE_SAMPLERS, StudyConfig
+from study.config import StudyConfig
 from study.errors import UsageError
 
 #: Under ``--fuse auto`` on the CPU (no GPU per trial): the largest bundle per model, where
@@ -20,16 +20,20 @@ AUTO_CPU_MEMBERS: dict[str, int] = {"mlp": 16}
 #: fewer members and the large models (ImageNet ResNets, wide ResNets: one member may
 #: fill a GPU) none. Not measured yet (no GPU was available, docs/performance.md).
 AUTO_GPU_MEMBERS: dict[str, int] = {"mlp": 32, "mnist-toy": 32, "toy-cnn": 32, "resnet20": 8}
+#: Under ``--fuse auto`` with TPE: at least this many waves of bundles. TPE learns from
+#: told trials only, and a bundle's configurations are asked before any of them is told
+#: (constant liar), so one wave of large bundles would be a random search; four waves
+#: leave three rounds of feedback (a 60-trial study on 2 slots: bundles of 8, not 15).
+TPE_MIN_WAVES = 4
 
 
 def fuse_reason(config: StudyConfig) -> str | None:
     """None when the study's trials can fuse, else why not (one line): its variants'
-    trial configurations must fuse (`trainers.fused.can_fuse`), the sampler must not
-    learn from results and the scheduler must be FIFO."""
+    trial configurations must fuse (`trainers.fused.can_fuse`) and the scheduler must be
+    FIFO. The sampler does not matter: grid, random and qmc take the next K
+    configurations, TPE asks K at once (constant liar: `study.run.bundle`)."""
     if config.scheduler != "fifo":
         return f"--scheduler {config.scheduler} stops single members of a bundle"
-    if config.sampler not in FUSE_SAMPLERS:
-        return f"--sampler {config.sampler} learns from finished trials"
     from trainers.fused import can_fuse
 
     configs = [
@@ -59,6 +63,7 @@ def fuse_size(config: StudyConfig, pending: int, slots: int) -> int:
     - 1 where the trials cannot fuse (`fuse_reason`);
     - with a GPU per trial (``--gpus-per-trial`` > 0): up to `AUTO_GPU_MEMBERS[model]`;
     - on the CPU: up to `AUTO_CPU_MEMBERS[model]`;
+    - with TPE, also small enough for `TPE_MIN_WAVES` waves of bundles;
 
     (1 for models not listed), and within that cap the *balanced* size: the fewest waves
     of bundles (one bundle per slot at a time) that hold every pending trial, and then the
@@ -73,7 +78,10 @@ def fuse_size(config: StudyConfig, pending: int, slots: int) -> int:
     if fuse_reason(config) is not None:
         return 1
     caps = AUTO_GPU_MEMBERS if config.gpus_per_trial > 0 else AUTO_CPU_MEMBERS
-    return balanced_size(pending, slots, caps.get(config.model, 1))
+    cap = caps.get(config.model, 1)
+    if config.sampler == "tpe":
+        cap = min(cap, math.ceil(max(1, pending) / (TPE_MIN_WAVES * max(1, slots))))
+    return balanced_size(pending, slots, cap)
 
 
 def balanced_size(pending: int, slots: int, cap: int) -> int:

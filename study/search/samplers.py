@@ -2,8 +2,10 @@
 
 - ``tpe``: multivariate TPE with ``group=True``, which models the SGD and INSGD
   sub-spaces (with and without the conditional eps) separately instead of falling back to
-  independent sampling; ``constant_liar`` keeps parallel workers from piling onto one
-  promising point.
+  independent sampling; ``constant_liar`` counts every RUNNING trial among the bad ones,
+  which keeps trials asked before the earlier ones are told from piling onto one
+  promising point: parallel trials, and the configurations of a fused bundle
+  (``--fuse K``: asked back to back, before any of them is told; `study.run.bundle`).
 - ``random``: uniform over the space (log-uniform for lr and eps).
 - ``qmc``: scrambled Sobol; covers the (variant, lr, eps) box more evenly than random for the
   same budget. Its space is fixed by the first trial, so a conditional eps the first trial

@@ -250,8 +250,10 @@ class SeededSearch(Searcher):
     and fixed points) asks Optuna for the next configuration as soon as the current one
     starts, so the ask runs on the writes thread while the trial trains instead of
     between two trials. Optuna then shows that configuration RUNNING from its ask on.
-    TPE asks only when a configuration is needed, after every earlier tell. After Tune
-    stops, `fail_unfinished` fails what was asked and will not finish.
+    TPE asks only when a configuration is needed, after every earlier tell; under
+    ``--fuse K`` (`study.run.bundle`) a bundle's configurations are needed, and asked,
+    back to back before any of them is told, which TPE's constant liar keeps apart. After
+    Tune stops, `fail_unfinished` fails what was asked and will not finish.
     """
 
     def __init__(

@@ -46,11 +46,16 @@ def test_auto_fuses_mlps_on_the_cpu_and_spreads_bundles_over_the_slots():
     big = merge(flags={"model": "resnet50", "gpus_per_trial": 1.0}).config
     assert fuse_size(big, 21, 1) == 1  # one member may fill a GPU
     assert fuse_size(merge(flags={"model": "resnet20", "gpus_per_trial": 0.5}).config, 21, 1) == 7
-    # what cannot fuse runs unfused under auto
-    for flags in ({"scheduler": "asha"}, {"trials": 4}, {"train": {"compile": True}}):
+    # what cannot fuse runs unfused under auto (TPE fuses: tests/study/test_study_fuse_tpe.py)
+    for flags in (
+        {"scheduler": "asha"},
+        {"trials": 4, "scheduler": "asha"},
+        {"train": {"compile": True}},
+    ):
         config = merge(flags=flags).config
         assert fuse_reason(config) is not None
         assert fuse_size(config, 21, 1) == 1
+    assert fuse_size(merge(flags={"trials": 4}).config, 21, 1) == 6  # tpe: 4 waves at least
     assert fuse_size(merge(flags={"fuse": 3}).config, 21, 1) == 3
     # the balanced size: fewest waves within the cap, then the smallest K filling them
     assert [balanced_size(21, 2, cap) for cap in (1, 5, 8, 11, 16, 64)] == [1, 4, 6, 11, 11, 11]
