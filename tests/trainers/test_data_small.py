@@ -29,6 +29,29 @@ def test_digits_shapes_and_stratified_split():
     assert x.shape == (64, 1, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.int64
 
 
+def test_digits_arrays_are_load_digits_without_importing_sklearn():
+    """The CSV read directly is scikit-learn's digits, image for image, and reading it
+    leaves scikit-learn unimported (a fresh worker saves its 1-3 s import)."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from trainers.data._bundled import digits_arrays
+
+    images, labels = digits_arrays()
+    reference = load_digits()
+    assert images.shape == (1797, 1, 8, 8) and images.dtype == np.uint8
+    assert np.array_equal(images[:, 0].astype(np.float64), reference.images)
+    assert np.array_equal(labels, reference.target) and labels.dtype == np.int64
+    probe = (
+        "import sys; from trainers.data._bundled import digits_arrays; digits_arrays(); "
+        "print('sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_mnist5k_shapes_and_split_sizes():
     data = load_dataset("mnist5k", val_fraction=0.2)
     assert (data.in_channels, data.image_size, data.num_classes) == (1, 28, 10)
