@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from study.search.searcher import METRIC, MODE, is_final_result, objective
+from study.search.objective import METRIC, MODE, is_final_result, objective
 
 if TYPE_CHECKING:
     from study.run.trial_config import TrialTemplates

@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
@@ -48,12 +47,11 @@ from ray.tune.search.optuna import OptunaSearch
 
 from storage.errors import DatabaseUnavailable
 from study.config import StudyConfig
+from study.search.objective import METRIC, MODE, is_final_result, objective, stopped_early
 from study.search.optuna_private import _tell_with_warning
 from study.search.space import Point
 from study.writes import InlineWrites, Writes
 
-METRIC = "val_accuracy"
-MODE = "max"
 #: How often (seconds) `SeededSearch.suggest`, waiting for Optuna's answer to an ask,
 #: checks whether the writes thread is stalled on the database (then Tune's loop goes on).
 ASK_PATIENCE = 0.25
@@ -92,27 +90,6 @@ class Group:
     @property
     def done(self) -> bool:
         return len(self.outcomes) >= self.seeds
-
-
-def is_final_result(result: dict[str, Any], epochs_planned: int) -> bool:
-    """Whether a trial's report is its last unless a scheduler stops it sooner: its planned
-    final epoch, or the epoch it diverged in (`trainers.train.is_last_epoch`, on a report)."""
-    epoch = int(result.get("epoch") or 0)
-    return epoch >= epochs_planned or bool(result.get("diverged"))
-
-
-def stopped_early(result: dict[str, Any] | None, epochs_planned: int) -> bool:
-    """A trial a scheduler stopped: fewer epochs than planned and not because it diverged."""
-    return bool(result) and not is_final_result(result, epochs_planned)
-
-
-def objective(value: Any) -> float:
-    """The number Optuna records: accuracy, 0 where it is missing or not finite (diverged)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return number if math.isfinite(number) else 0.0
 
 
 #: `SeededSearch._group_with_work`: the next group's ask has not come back yet.
