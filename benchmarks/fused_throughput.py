@@ -2,9 +2,10 @@
 
 Each member is a real trial configuration (SGD, INSGD-l1, INSGD-l2 in turn, their own lr
 and seed) on one synthetic set (3x32x32, or `--shape`, e.g. digits' 1,8,8) with crop+flip
-on the device. "solo" runs each
-member's epochs with `trainers.train.setup_trial` / `EpochRunner.run_epoch`, one member
-after another, as separate trials on one device would; "fused" runs all K at once with
+on the device. "solo" runs each member's epochs (or the first `--solo-members` members':
+a solo trial's rate does not depend on how many run after it; the CUDA preset times 4)
+with `trainers.train.setup_trial` / `EpochRunner.run_epoch`, one member after another,
+as separate trials on one device would; "fused" runs all K at once with
 `trainers.fused.setup_fused` / `FusedRunner.run_epoch`. Both figures are the members'
 training images over training seconds (the validation pass excluded), medians over the
 measured epochs after untimed warm-up epochs (cuDNN autotuning). `--rounds R` repeats every
@@ -33,13 +34,17 @@ from trainers.config import TrainConfig
 from trainers.device import device_name, resolve_device, use_amp
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # the issue's sizes (K 1, 4, 16, 64) and its target's (toy-cnn at K 32); a solo
+    # trial's rate does not depend on how many run back to back, so "solo" times 4 of
+    # them (every variant) instead of up to 64 (`--solo-members`)
     "cuda": {
-        "models": "resnet20,toy-cnn",
-        "members": "1,4,8",
+        "models": "toy-cnn,resnet20",
+        "members": "1,4,16,32,64",
         "batch_size": 128,
-        "images": 20_480,
+        "images": 10_240,
         "epochs": 2,
         "warmup_epochs": 1,
+        "solo_members": 4,
     },
     "cpu": {
         "models": "mlp,mnist-toy,toy-cnn",
@@ -80,6 +85,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--channels-last", action=argparse.BooleanOptionalAction, default=None, help="NHWC"
+    )
+    parser.add_argument(
+        "--solo-members",
+        type=int,
+        help="time this many of the K members solo, one after another (default: all K; "
+        "4 on CUDA); the solo rate is their images over their seconds",
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument(
@@ -143,10 +154,11 @@ def measure(
         shape=shape,
     )
     seen = (images // batch) * batch
+    solo_count = min(k, args.solo_members or preset.get("solo_members") or k)
 
     def solo() -> float:
         seconds = 0.0
-        for config in configs:
+        for config in configs[:solo_count]:
             runner = setup_trial(config, device, dataset=data)
             try:
                 rows = [runner.run_epoch(e) for e in range(1, warmup + epochs + 1)][warmup:]
@@ -169,12 +181,13 @@ def measure(
     else:
         solo_seconds = solo()
         fused_seconds, fused = fused_run()
-    solo_rate, fused_rate = k * seen / solo_seconds, k * seen / fused_seconds
+    solo_rate, fused_rate = solo_count * seen / solo_seconds, k * seen / fused_seconds
     return {
         "model": model,
         "members": k,
         "batch_size": batch,
         "images_per_epoch": seen,
+        "solo_members": solo_count,
         "amp_bf16": use_amp(base, device),
         "channels_last": fused.channels_last,
         "solo_images_per_second": solo_rate,

@@ -104,7 +104,9 @@ def test_fused_study_times_both_arms_of_a_quick_study() -> None:
     assert out["benchmark"] == "fused_study"
     assert set(out["median_seconds"]) == {"1", "auto"}
     assert all(_positive(v) for v in out["median_seconds"].values())
-    assert _positive(out["speedup"])
+    assert _positive(out["speedup"]) and _positive(out["trials_speedup"])
+    for fuse in ("1", "auto"):  # the trials are part of the launch
+        assert 0 < out["median_trials_seconds"][fuse] < out["median_seconds"][fuse]
     assert "fused" in out["plans"]["auto"] and "fused" not in out["plans"]["1"]
 
 

@@ -94,12 +94,12 @@ class INSGD(torch.optim.Optimizer):
         _check_choice("norm", norm, tuple(NORM_POWERS))
         _check_choice("granularity", granularity, GRANULARITY_CHOICES)
         _check_choice("normalizer", normalizer, NORMALIZER_CHOICES)
-        _check_number("lr", lr, low=0.0)
-        _check_number("eps", eps, low=0.0, low_open=True)
-        _check_number("beta", beta, low=0.0, high=1.0, high_open=False)
-        _check_number("momentum", momentum, low=0.0, high=1.0)
-        _check_number("dampening", dampening, low=0.0, high=1.0, high_open=False)
-        _check_number("weight_decay", weight_decay, low=0.0)
+        check_number("lr", lr, low=0.0)
+        check_number("eps", eps, low=0.0, low_open=True)
+        check_number("beta", beta, low=0.0, high=1.0, high_open=False)
+        check_number("momentum", momentum, low=0.0, high=1.0)
+        check_number("dampening", dampening, low=0.0, high=1.0, high_open=False)
+        check_number("weight_decay", weight_decay, low=0.0)
         if not isinstance(nesterov, bool):
             raise ValueError(f"nesterov must be True or False, got {nesterov!r}")
         if nesterov and (momentum <= 0 or dampening != 0):
@@ -332,7 +332,7 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
-def _check_number(
+def check_number(
     name: str,
     value: object,
     *,
@@ -341,7 +341,8 @@ def _check_number(
     low_open: bool = False,
     high_open: bool = True,
 ) -> None:
-    """Raise ValueError naming `value` unless it is a real number in the interval."""
+    """Raise ValueError naming `value` unless it is a real number in the interval (one
+    message for INSGD's and the fused optimizer's hyperparameters, `trainers.fused`)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if ok:
         v = float(value)  # type: ignore[arg-type]

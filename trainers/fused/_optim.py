@@ -27,7 +27,6 @@ a handful plus one per distinct lr and beta.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -38,6 +37,7 @@ from torch import Tensor, nn
 from trainers.fused._layers import EnergyProbe, FusedConv2d, FusedLinear
 from trainers.fused._model import FusedNet
 from trainers.input_energy import NORM_POWERS
+from trainers.insgd import check_number
 from trainers.insgd_functional import _scaled_decayed_grads, _update_momentum
 
 OPTIMIZERS = ("sgd", "insgd")
@@ -64,28 +64,9 @@ class MemberRule:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
         if self.norm not in NORM_POWERS:
             raise ValueError(f"norm must be one of {', '.join(NORM_POWERS)}; got {self.norm!r}")
-        _check("lr", self.lr, 0.0, math.inf)
-        _check("eps", self.eps, 0.0, math.inf, low_open=True)
-        _check("beta", self.beta, 0.0, 1.0, high_open=False)
-
-
-def _check(
-    name: str,
-    value: object,
-    low: float,
-    high: float,
-    *,
-    low_open: bool = False,
-    high_open: bool = True,
-) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        v = float(value)  # type: ignore[arg-type]
-        ok = math.isfinite(v) and (v > low if low_open else v >= low)
-        ok = ok and (v < high if high_open else v <= high)
-    if not ok:
-        left, right = "(" if low_open else "[", ")" if high_open else "]"
-        raise ValueError(f"{name} must be in {left}{low:g}, {high:g}{right}, got {value!r}")
+        check_number("lr", self.lr, low=0.0)
+        check_number("eps", self.eps, low=0.0, low_open=True)
+        check_number("beta", self.beta, low=0.0, high=1.0, high_open=False)
 
 
 @dataclass
@@ -125,9 +106,9 @@ class FusedINSGD:
         k = net.num_members
         if len(rules) != k:
             raise ValueError(f"{len(rules)} optimizer rules for {k} members")
-        _check("momentum", momentum, 0.0, 1.0)
-        _check("dampening", dampening, 0.0, 1.0, high_open=False)
-        _check("weight_decay", weight_decay, 0.0, math.inf)
+        check_number("momentum", momentum, low=0.0, high=1.0)
+        check_number("dampening", dampening, low=0.0, high=1.0, high_open=False)
+        check_number("weight_decay", weight_decay, low=0.0)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov needs momentum > 0 and dampening == 0")
         if normalizer not in NORMALIZERS:
