@@ -3,7 +3,7 @@
 Each member is a real trial configuration (SGD, INSGD-l1, INSGD-l2 in turn, their own lr
 and seed) on one synthetic set (3x32x32, or `--shape`, e.g. digits' 1,8,8) with crop+flip
 on the device. "solo" runs each member's epochs (or the first `--solo-members` members':
-a solo trial's rate does not depend on how many run after it; the CUDA preset times 4)
+a solo trial's rate does not depend on how many run after it; the presets time 4)
 with `trainers.train.setup_trial` / `EpochRunner.run_epoch`, one member after another,
 as separate trials on one device would; "fused" runs all K at once with
 `trainers.fused.setup_fused` / `FusedRunner.run_epoch`. Both figures are the members'
@@ -48,11 +48,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "cpu": {
         "models": "mlp,mnist-toy,toy-cnn",
-        "members": "1,4,16",
+        "members": "1,4,16,64",
         "batch_size": 64,
         "images": 1024,
         "epochs": 2,
         "warmup_epochs": 1,
+        "solo_members": 4,
     },
     # --quick: a smoke run of every model and two bundle sizes, in seconds
     "quick": {
@@ -89,8 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--solo-members",
         type=int,
-        help="time this many of the K members solo, one after another (default: all K; "
-        "4 on CUDA); the solo rate is their images over their seconds",
+        help="time this many of the K members solo, one after another (default: the "
+        "preset's 4, or all K); the solo rate is their images over their seconds",
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument(

@@ -40,6 +40,12 @@ def test_auto_fuses_mlps_on_the_cpu_and_spreads_bundles_over_the_slots():
     assert fuse_size(config, pending=6, slots=2) == 3  # every slot gets a bundle
     assert fuse_size(config, pending=1, slots=2) == 1
     assert fuse_size(merge(flags={"model": "toy-cnn"}).config, 21, 1) == 1  # slower fused
+    # the CPU MLP fuses on small inputs only (its batched product gains there)
+    assert fuse_size(merge(flags={"dataset": "mnist5k"}).config, 21, 2) == 11
+    assert fuse_size(merge(flags={"dataset": "cifar10"}).config, 21, 2) == 1
+    small = {"dataset_options": {"shape": [1, 16, 16]}}
+    assert fuse_size(merge(flags={"dataset": "synthetic", "train": small}).config, 21, 2) == 11
+    assert fuse_size(merge(flags={"dataset": "synthetic"}).config, 21, 2) == 1  # 3x32x32
     gpu = merge(flags={"model": "toy-cnn", "gpus_per_trial": 1.0}).config
     assert fuse_size(gpu, 21, 1) == 21
     assert fuse_size(gpu, 500, 1) == 32
