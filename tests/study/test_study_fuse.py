@@ -344,12 +344,16 @@ def test_a_bundle_resumes_from_its_checkpoint_when_its_worker_dies(local_ray, tm
 
 
 @pytest.mark.slow
-def test_resume_after_the_driver_is_killed_mid_bundle(tmp_path):
+@pytest.mark.parametrize("sampler", ["grid", "tpe"])
+def test_resume_after_the_driver_is_killed_mid_bundle(tmp_path, sampler):
+    """Grid re-runs its killed points; TPE (a bundle of 4 asked at once) re-runs the
+    killed configurations and asks the rest anew."""
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     base = [sys.executable, "-m", "study", "launch", "--storage", url, "--name", "crash"]
     base += ["--results-dir", str(tmp_path / "ray")]
+    search = "--lr-points 3" if sampler == "grid" else "--sampler tpe --trials 6 --sampler-seed 3"
     study_flags = (
-        "--norms none,l2 --lr-points 3 --lr-min 0.01 --lr-max 0.3 --epochs 8 --batch-size 8 "
+        f"--norms none,l2 {search} --lr-min 0.01 --lr-max 0.3 --epochs 8 --batch-size 8 "
         "--max-concurrent 1 --fuse 4"
     ).split()
     log = open(tmp_path / "first.log", "w")
