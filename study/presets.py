@@ -78,11 +78,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": 4,
     },
     # The toy CNN with BN on CIFAR-10 (needs the data in --data-dir).
-    "paper-toy": _paper_cifar(name="paper-toy", model="toy-cnn"),
+    # A GPU per Ray trial: under --fuse auto a Ray trial is a bundle of up to 32 of the
+    # 45 toy CNNs, which fills one GPU where a single toy CNN leaves it mostly idle
+    # (without a GPU, 200 CIFAR-10 epochs per trial are out of reach anyway).
+    "paper-toy": _paper_cifar(name="paper-toy", model="toy-cnn", gpus_per_trial=1.0),
     # The same toy CNN without BatchNorm: where the paper finds INSGD's biggest gain.
     # BN is a study-level setting, so the paper's "with and without BN" is two studies.
     "paper-toy-nobn": _paper_cifar(
-        name="paper-toy-nobn", model="toy-cnn", train={"batchnorm": False}
+        name="paper-toy-nobn", model="toy-cnn", train={"batchnorm": False}, gpus_per_trial=1.0
     ),
     "paper-resnet20": _paper_cifar(name="paper-resnet20", model="resnet20", gpus_per_trial=1.0),
     # The paper's "WResNet-18" has no WRN-D-W equivalent (D = 6n+4); WRN-16-8 is the

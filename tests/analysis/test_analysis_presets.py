@@ -56,6 +56,11 @@ def test_the_toy_presets_cover_the_papers_lrs_and_beyond_with_and_without_bn():
     lrs = log_points(toy.lr_min, toy.lr_max, toy.lr_points)
     assert lrs[0] == 0.01 and 0.1 in [round(x, 12) for x in lrs] and max(lrs) > 0.25
     assert (toy.train["batchnorm"], nobn.train["batchnorm"]) == (True, False)
+    # a GPU per Ray trial: fused (auto) the 45 toy CNNs run as bundles that fill it
+    from study.run.fusing import fuse_size
+
+    assert toy.gpus_per_trial == nobn.gpus_per_trial == 1.0 and toy.fuse == "auto"
+    assert [fuse_size(c, pending=45, slots=1) for c in (toy, nobn)] == [23, 23]
     assert _config("paper-resnet50-imagenet").epochs == 90
 
 
