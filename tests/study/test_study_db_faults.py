@@ -17,7 +17,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,22 +31,6 @@ REPO = Path(__file__).resolve().parents[2]
 TARGET = 8
 EPOCHS = 2
 pytestmark = pytest.mark.slow
-
-
-def _launch_args(url: str, name: str, tmp_path: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "study",
-        "launch",
-        "--storage",
-        url,
-        "--name",
-        name,
-        "--results-dir",
-        str(tmp_path / "ray"),
-        *extra,
-    ]
 
 
 STUDY = (
@@ -82,7 +65,7 @@ def pg_server():
 
 def _start(url: str, name: str, tmp_path: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        _launch_args(url, name, tmp_path, *STUDY, *extra),
+        helpers.launch_command(url, name, tmp_path / "ray", *STUDY, *extra),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -208,7 +191,7 @@ def test_a_sqlite_lock_held_past_the_bound_stops_the_launch_and_resume_finishes_
     assert held < 60  # the bound, not SQLite's 30 s busy timeout per write
 
     proc = subprocess.run(
-        _launch_args(url, "locked", tmp_path, "--resume"),
+        helpers.launch_command(url, "locked", tmp_path / "ray", "--resume"),
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -12,7 +12,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -331,8 +330,7 @@ def test_a_bundle_resumes_from_its_checkpoint_when_its_worker_dies(local_ray, tm
 @pytest.mark.slow
 def test_resume_after_the_driver_is_killed_mid_bundle(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    base = [sys.executable, "-m", "study", "launch", "--storage", url, "--name", "crash"]
-    base += ["--results-dir", str(tmp_path / "ray")]
+    base = helpers.launch_command(url, "crash", tmp_path / "ray")
     study_flags = (
         "--norms none,l2 --lr-points 3 --lr-min 0.01 --lr-max 0.3 --epochs 8 --batch-size 8 "
         "--max-concurrent 1 --fuse 4"
