@@ -13,8 +13,7 @@ cluster started (the `ray start --block` commands and their descendants, and any
 whose command line names this cluster's temp dir), then deletes the namespaces. It runs
 in a `finally`, so a failed test leaves nothing behind.
 
-Use from a test (tests/study is on sys.path through its conftest; from another folder,
-add it or load this file with importlib)::
+Use from a test (tests/conftest.py puts tests/study on sys.path for every area)::
 
     with ray_cluster(cpus_per_node=1) as cluster:
         proc = cluster.run_in_head([sys.executable, "-m", "study", "launch",
