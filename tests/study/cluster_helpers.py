@@ -207,6 +207,10 @@ def ray_cluster(
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": secrets.token_hex(16),
             "RAY_USAGE_STATS_ENABLED": "0",
+            # a `ray start --block` given SIGTERM first drains its node for up to 30 s
+            # (for Ray Serve's proxies), which outlasts _teardown's 10 s of grace: every
+            # teardown would wait it out, then SIGKILL. Nothing here serves traffic.
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
             "HOME": os.environ.get("HOME", "/root"),
         },
         temp_dir=Path(f"/tmp/ray-insgd-{tag}"),
