@@ -11,8 +11,8 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -106,6 +106,13 @@ def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
     with fresh_postgres_database() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def make_postgres_database() -> Callable[..., AbstractContextManager[str]]:
+    """`fresh_postgres_database` for the fixtures of test modules (which cannot import
+    this conftest), e.g. a copy per test of a database prepared once as a template."""
+    return fresh_postgres_database
 
 
 @pytest.fixture(scope="module")
