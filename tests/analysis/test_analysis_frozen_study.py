@@ -1,20 +1,18 @@
 """A real study with SGD, INSGD-l2 and its frozen control, end to end through the CLI.
 
-`insgd-study launch` trains the three variants on digits in Ray, `insgd-study report
---format json` analyzes them, and the report's ranges and max trainable lr are recomputed
-here from `insgd-study query --format json` with a plain loop over the rows, written
-apart from `study.analysis.ranges`: what the report says is what the stored trials say.
+`insgd-study launch` trains the three variants on digits in Ray (tests/conftest.py's
+`frozen_study`, launched once for this and tests/study/test_study_variants_launch.py),
+`insgd-study report --format json` analyzes them, and the report's ranges and max
+trainable lr are recomputed here from `insgd-study query --format json` with a plain loop
+over the rows, written apart from `study.analysis.ranges`: what the report says is what
+the stored trials say.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from collections import defaultdict
-from pathlib import Path
 
 import optuna
 import pytest
@@ -22,8 +20,6 @@ import pytest
 from study.cli import main
 
 pytestmark = pytest.mark.slow
-
-VARIANTS = "sgd,insgd-l2,insgd-l2-frozen"
 
 
 def _cli(capsys, *args: str) -> str:
@@ -80,51 +76,13 @@ def _range(lrs: list[float], means: list[float], chance: float, q: float) -> dic
     }
 
 
-def test_three_variants_on_digits_and_the_report_agrees_with_the_stored_rows(tmp_path, capsys):
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
-    env = {**os.environ, "INSGD_ARTIFACT_DIR": str(tmp_path / "artifacts")}
-    launch = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "study",
-            "launch",
-            "--storage",
-            url,
-            "--name",
-            "frozen",
-            "--dataset",
-            "digits",
-            "--model",
-            "mlp",
-            "--variants",
-            VARIANTS,
-            "--lr-min",
-            "0.01",
-            "--lr-max",
-            "10",
-            "--lr-points",
-            "4",
-            "--seeds",
-            "2",
-            "--epochs",
-            "2",
-            "--results-dir",
-            str(tmp_path / "ray"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert launch.returncode == 0, launch.stdout[-3000:] + launch.stderr[-3000:]
-
-    rows = json.loads(
-        _cli(capsys, "query", "--storage", url, "--study", "frozen", "--format", "json")
-    )
+def test_three_variants_on_digits_and_the_report_agrees_with_the_stored_rows(
+    frozen_study, tmp_path, capsys
+):
+    url, study, launched = frozen_study.url, frozen_study.name, set(frozen_study.variants)
+    rows = json.loads(_cli(capsys, "query", "--storage", url, "--study", study, "--format", "json"))
     assert len(rows) == 24 and all(r["state"] == "COMPLETE" for r in rows)
-    assert {r["variant"] for r in rows} == set(VARIANTS.split(","))
+    assert {r["variant"] for r in rows} == launched
     assert all(r["beta"] == 1.0 for r in rows if r["variant"] == "insgd-l2-frozen")
     assert all(r["beta"] != 1.0 for r in rows if r["variant"] == "insgd-l2")
     frozen_rows = json.loads(
@@ -134,7 +92,7 @@ def test_three_variants_on_digits_and_the_report_agrees_with_the_stored_rows(tmp
             "--storage",
             url,
             "--study",
-            "frozen",
+            study,
             "--where",
             "variant=insgd-l2-frozen",
             "--format",
@@ -151,7 +109,7 @@ def test_three_variants_on_digits_and_the_report_agrees_with_the_stored_rows(tmp
             "--storage",
             url,
             "--study",
-            "frozen",
+            study,
             "--format",
             "json",
             "--out",
@@ -200,11 +158,11 @@ def test_three_variants_on_digits_and_the_report_agrees_with_the_stored_rows(tmp
 
     storage = optuna.storages.RDBStorage(url)
     try:
-        ot = optuna.load_study(study_name="frozen", storage=storage)
+        ot = optuna.load_study(study_name=study, storage=storage)
         assert ot.metric_names == ["val_accuracy"]
-        assert {t.params["variant"] for t in ot.trials} == set(VARIANTS.split(","))
+        assert {t.params["variant"] for t in ot.trials} == launched
         note = get_note(ot)
     finally:
         storage.engine.dispose()
     assert "keeps 90% of its gain over chance" in note
-    assert Path(tmp_path / "artifacts").is_dir()
+    assert frozen_study.artifacts.is_dir()  # the launch attached its report there

@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.postgres]
 
 
 def _helpers() -> SimpleNamespace:
-    """tests/study/cluster_helpers (its folder is on sys.path only when tests/study runs)."""
+    """tests/study/cluster_helpers (tests/conftest.py puts its folder on sys.path)."""
     if str(STUDY_TESTS) not in sys.path:
         sys.path.insert(0, str(STUDY_TESTS))
     import cluster_helpers

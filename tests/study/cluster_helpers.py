@@ -13,8 +13,7 @@ cluster started (the `ray start --block` commands and their descendants, and any
 whose command line names this cluster's temp dir), then deletes the namespaces. It runs
 in a `finally`, so a failed test leaves nothing behind.
 
-Use from a test (tests/study is on sys.path through its conftest; from another folder,
-add it or load this file with importlib)::
+Use from a test (tests/conftest.py puts tests/study on sys.path for every area)::
 
     with ray_cluster(cpus_per_node=1) as cluster:
         proc = cluster.run_in_head([sys.executable, "-m", "study", "launch",
@@ -208,6 +207,10 @@ def ray_cluster(
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": secrets.token_hex(16),
             "RAY_USAGE_STATS_ENABLED": "0",
+            # a `ray start --block` given SIGTERM first drains its node for up to 30 s
+            # (for Ray Serve's proxies), which outlasts _teardown's 10 s of grace: every
+            # teardown would wait it out, then SIGKILL. Nothing here serves traffic.
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
             "HOME": os.environ.get("HOME", "/root"),
         },
         temp_dir=Path(f"/tmp/ray-insgd-{tag}"),

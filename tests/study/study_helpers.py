@@ -1,4 +1,5 @@
-"""Helpers shared by the study tests: processes by id, and reading a study back.
+"""Helpers shared by the study tests: the launch command, processes by id, and reading a
+study back.
 
 Processes are found through /proc and only among the descendants of a process the test
 started, so a test never signals anything it did not start (other Ray clusters on the
@@ -9,8 +10,30 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
+
+
+def launch_command(url: str, name: str, results_dir: Path, *flags: str) -> list[str]:
+    """`python -m study launch` of study `name` on `url` as a real process (this
+    interpreter, so this checkout), Tune's results under `results_dir`, then `flags`.
+
+    One builder for every test that launches a study as a process (a study's flags vary
+    by test; the command, storage, name and results folder never do)."""
+    return [
+        sys.executable,
+        "-m",
+        "study",
+        "launch",
+        "--storage",
+        url,
+        "--name",
+        name,
+        "--results-dir",
+        str(results_dir),
+        *flags,
+    ]
 
 
 def _ppid(pid: int) -> int | None:

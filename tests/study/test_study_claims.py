@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -104,20 +103,7 @@ STUDY = "--norms none,l2 --lr-points 2 --epochs 2 --batch-size 16 --max-concurre
 
 
 def _command(url: str, tmp_path: Path, tag: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "study",
-        "launch",
-        "--storage",
-        url,
-        "--name",
-        "s",
-        "--results-dir",
-        str(tmp_path / f"ray-{tag}"),
-        *STUDY,
-        *extra,
-    ]
+    return helpers.launch_command(url, "s", tmp_path / f"ray-{tag}", *STUDY, *extra)
 
 
 @pytest.mark.slow

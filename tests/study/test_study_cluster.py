@@ -7,7 +7,6 @@ nodes take one: the Ray node ids stored with the trials must name both nodes.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,34 +26,14 @@ def test_study_on_a_two_node_cluster_uses_both_nodes(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     with ray_cluster(cpus_per_node=1) as cluster:
         proc = cluster.run_in_head(
-            [
-                sys.executable,
-                "-m",
-                "study",
-                "launch",
-                "--address",
-                cluster.address,
-                "--storage",
+            helpers.launch_command(
                 url,
-                "--name",
                 "two-nodes",
-                "--norms",
-                "none,l2",
-                "--lr-points",
-                "2",
-                "--lr-min",
-                "0.01",
-                "--lr-max",
-                "0.1",
-                "--epochs",
-                "3",
-                "--batch-size",
-                "16",
-                "--cpus-per-trial",
-                "1",
-                "--results-dir",
-                str(tmp_path / "ray"),
-            ],
+                tmp_path / "ray",
+                *("--address", cluster.address, "--norms", "none,l2", "--lr-points", "2"),
+                *("--lr-min", "0.01", "--lr-max", "0.1", "--epochs", "3", "--batch-size", "16"),
+                *("--cpus-per-trial", "1"),
+            ),
             cwd=REPO,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,9 +1,11 @@
 """The database going away mid-study, as real processes (`insgd-study launch`).
 
-- PostgreSQL stopped for 5 seconds, or restarted (`pg_ctlcluster 15 main restart`),
-  while trials run: the driver's writes wait for it (`--db-retry-seconds`, default
-  120 s), trials keep training, and the launch ends with exit code 0, exactly its target
-  trials COMPLETE with all their epoch rows, Optuna agreeing.
+- PostgreSQL stopped for 5 seconds, and later restarted (`pg_ctlcluster 15 main
+  restart`), while trials run: the driver's writes wait for it (`--db-retry-seconds`,
+  default 120 s), trials keep training, and the launch ends with exit code 0, exactly its
+  target trials COMPLETE with all their epoch rows, Optuna agreeing. Both outages hit one
+  launch (`outages`, read by a test each): a second launch of the same study would only
+  repeat its ~20 s of starting up.
 - A SQLite file locked by another process (BEGIN EXCLUSIVE) past a short bound: the
   launch stops with one line and exit code 1; `--resume` then finishes the study, both
   sides agreeing.
@@ -17,8 +19,8 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,29 +31,15 @@ import study_helpers as helpers
 import storage
 
 REPO = Path(__file__).resolve().parents[2]
-TARGET = 8
+TARGET = 8  # two outages, each with trials still to run after it
+#: the SQLite lock falls on the third trial; the stop and the `--resume` need no more
+LOCKED_TARGET = 4
 EPOCHS = 2
 pytestmark = pytest.mark.slow
 
 
-def _launch_args(url: str, name: str, tmp_path: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "study",
-        "launch",
-        "--storage",
-        url,
-        "--name",
-        name,
-        "--results-dir",
-        str(tmp_path / "ray"),
-        *extra,
-    ]
-
-
 STUDY = (
-    f"--epochs {EPOCHS} --batch-size 8 --trials {TARGET} --sampler random --sampler-seed 1 "
+    f"--epochs {EPOCHS} --batch-size 8 --sampler random --sampler-seed 1 "
     "--norms none,l2 --max-concurrent 1 --fuse 1"
 ).split()
 
@@ -61,9 +49,9 @@ def _pg_running() -> bool:
     return status.returncode == 0
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pg_server():
-    """`pg_ctlcluster 15 main ACTION`; the server is running again after the test."""
+    """`pg_ctlcluster 15 main ACTION`; the server is running again after the module."""
     if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0:
         reason = "needs root and pg_ctlcluster to stop the PostgreSQL server"
         if os.environ.get("CI") == "true":
@@ -80,9 +68,13 @@ def pg_server():
             subprocess.run(["pg_ctlcluster", "15", "main", "start"], check=True, timeout=120)
 
 
-def _start(url: str, name: str, tmp_path: Path, *extra: str) -> subprocess.Popen:
+def _start(
+    url: str, name: str, tmp_path: Path, *extra: str, target: int = TARGET
+) -> subprocess.Popen:
     return subprocess.Popen(
-        _launch_args(url, name, tmp_path, *STUDY, *extra),
+        helpers.launch_command(
+            url, name, tmp_path / "ray", *STUDY, "--trials", str(target), *extra
+        ),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -114,11 +106,11 @@ def _finish(driver: subprocess.Popen) -> tuple[int, str, str]:
     return driver.returncode, out, err
 
 
-def _check_study(url: str, name: str) -> list:
+def _check_study(url: str, name: str, target: int = TARGET) -> list:
     """Exactly the target trials COMPLETE, each with all its epoch rows; Optuna agrees."""
     rows = helpers.trials(url, name)
     complete = [r for r in rows if r.state == "COMPLETE"]
-    assert len(complete) == TARGET, [(r.trial_number, r.state) for r in rows]
+    assert len(complete) == target, [(r.trial_number, r.state) for r in rows]
     assert not [r for r in rows if r.state == "RUNNING"]
     engine = storage.open_database(url)
     for row in complete:
@@ -140,52 +132,75 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-@pytest.mark.postgres
-def test_a_five_second_stop_of_the_server_mid_study(tmp_path, postgres_url, pg_server):
-    driver = _start(postgres_url, "stop", tmp_path)
+@dataclass(frozen=True)
+class Outages:
+    """What the launch through both outages did, and when the server was away."""
+
+    url: str
+    name: str
+    code: int
+    out: str
+    err: str
+    stopped: datetime  # the 5-second stop
+    started: datetime
+    restarted: datetime  # the restart began
+
+
+@pytest.fixture(scope="module")
+def outages(tmp_path_factory, module_postgres_url, pg_server) -> Outages:
+    """One launch on PostgreSQL through both outages: the server stopped for 5 seconds
+    once 2 trials are COMPLETE, then restarted once 4 are (4 of the 8 still to run)."""
+    url, name = module_postgres_url, "outages"
+    driver = _start(url, name, tmp_path_factory.mktemp("outages"))
     try:
-        _wait_for_complete(driver, postgres_url, "stop", 2)
+        _wait_for_complete(driver, url, name, 2)
         storage.dispose_engines()  # the test's own connections: not the driver's business
         stopped = datetime.now(UTC)
         pg_server("stop")
         time.sleep(5)
         pg_server("start")
         started = datetime.now(UTC)
-        code, out, err = _finish(driver)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    assert code == 0, out + err
-    assert err == ""
-    assert "unavailable" in out and "is back" in out  # the launch did see the outage
-    rows = _check_study(postgres_url, "stop")
-    # the trials kept training while the database was away: Tune's loop went on
-    events = [_utc(t) for r in rows for t in (r.started_at, r.finished_at)]
-    assert any(stopped <= t <= started for t in events if t is not None), (stopped, started)
-
-
-@pytest.mark.postgres
-def test_a_restart_of_the_server_mid_study(tmp_path, postgres_url, pg_server):
-    driver = _start(postgres_url, "restart", tmp_path)
-    try:
-        _wait_for_complete(driver, postgres_url, "restart", 2)
+        _wait_for_complete(driver, url, name, 4)
         storage.dispose_engines()
+        restarted = datetime.now(UTC)
         pg_server("restart")
         code, out, err = _finish(driver)
     finally:
         if driver.poll() is None:
             driver.kill()
-    assert code == 0, out + err
-    assert err == ""
+    return Outages(url, name, code, out, err, stopped, started, restarted)
+
+
+@pytest.mark.postgres
+def test_a_five_second_stop_of_the_server_mid_study(outages):
+    assert outages.code == 0, outages.out + outages.err
+    assert outages.err == ""
+    assert "unavailable" in outages.out and "is back" in outages.out  # it saw the outage
+    rows = _check_study(outages.url, outages.name)
+    # the trials kept training while the database was away: Tune's loop went on
+    events = [_utc(t) for r in rows for t in (r.started_at, r.finished_at)]
+    assert any(outages.stopped <= t <= outages.started for t in events if t is not None), (
+        outages.stopped,
+        outages.started,
+    )
+
+
+@pytest.mark.postgres
+def test_a_restart_of_the_server_mid_study(outages):
+    assert outages.code == 0, outages.out + outages.err
+    assert outages.err == ""
     # (the writes see the restart only if one falls in the ~2 s the server is away; a
     # pooled connection it closed is replaced when next used, without an error)
-    _check_study(postgres_url, "restart")
+    rows = _check_study(outages.url, outages.name)
+    # the restart came mid-study: trials finished after it, written to the new server
+    finished = [_utc(r.finished_at) for r in rows if r.finished_at is not None]
+    assert any(t > outages.restarted for t in finished), outages.restarted
 
 
 def test_a_sqlite_lock_held_past_the_bound_stops_the_launch_and_resume_finishes_it(tmp_path):
     db = tmp_path / "studies.db"
     url = f"sqlite:///{db}"
-    driver = _start(url, "locked", tmp_path, "--db-retry-seconds", "3")
+    driver = _start(url, "locked", tmp_path, "--db-retry-seconds", "3", target=LOCKED_TARGET)
     holder = None
     try:
         _wait_for_complete(driver, url, "locked", 2)
@@ -208,14 +223,14 @@ def test_a_sqlite_lock_held_past_the_bound_stops_the_launch_and_resume_finishes_
     assert held < 60  # the bound, not SQLite's 30 s busy timeout per write
 
     proc = subprocess.run(
-        _launch_args(url, "locked", tmp_path, "--resume"),
+        helpers.launch_command(url, "locked", tmp_path / "ray", "--resume"),
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=400,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"{TARGET}/{TARGET} trials finished" in proc.stdout
-    rows = _check_study(url, "locked")
+    assert f"{LOCKED_TARGET}/{LOCKED_TARGET} trials finished" in proc.stdout
+    rows = _check_study(url, "locked", LOCKED_TARGET)
     numbers = [r.trial_number for r in rows]
     assert len(numbers) == len(set(numbers))

@@ -12,7 +12,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -349,8 +348,7 @@ def test_resume_after_the_driver_is_killed_mid_bundle(tmp_path, sampler):
     """Grid re-runs its killed points; TPE (a bundle of 4 asked at once) re-runs the
     killed configurations and asks the rest anew."""
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    base = [sys.executable, "-m", "study", "launch", "--storage", url, "--name", "crash"]
-    base += ["--results-dir", str(tmp_path / "ray")]
+    base = helpers.launch_command(url, "crash", tmp_path / "ray")
     search = "--lr-points 3" if sampler == "grid" else "--sampler tpe --trials 6 --sampler-seed 3"
     study_flags = (
         f"--norms none,l2 {search} --lr-min 0.01 --lr-max 0.3 --epochs 8 --batch-size 8 "

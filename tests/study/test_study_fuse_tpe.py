@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -292,8 +291,7 @@ def test_constant_liar_keeps_the_asks_of_a_bundle_apart(monkeypatch, sampler_see
 # --------------------------------------------------------------------------- end to end
 def _launch(tmp_path: Path, *flags: str, timeout: int = 300) -> subprocess.CompletedProcess:
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    argv = [sys.executable, "-m", "study", "launch", "--storage", url, "--name", "tpe"]
-    argv += ["--results-dir", str(tmp_path / "ray"), *flags]
+    argv = helpers.launch_command(url, "tpe", tmp_path / "ray", *flags)
     return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 

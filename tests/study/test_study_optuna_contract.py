@@ -6,16 +6,21 @@ serve the driver's RUNNING trials from memory and write them with its own statem
 rows it writes against Optuna's; these run Optuna's conformance suite for third-party
 storages (`optuna.testing.pytest_storages.StorageTestCase`, shipped with Optuna) on the
 storage exactly as a launch builds it (`study.run.runner.optuna_driver_storage`), on
-SQLite and on PostgreSQL (a fresh database per test), so an Optuna upgrade that changes
-what a storage must do fails here, by the name of the broken rule.
+SQLite and on PostgreSQL (a fresh database per test: a copy of one in which the same call
+created Optuna's tables, once per module, rather than ~120 schema creations), so an
+Optuna upgrade that changes what a storage must do fails here, by the name of the
+broken rule.
 """
 
 from __future__ import annotations
 
 import ast
 import pickle
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -31,21 +36,51 @@ from study.search.optuna_storage import DriverStorage
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _with_optuna_tables(url: str) -> None:
+    """Optuna's tables in the empty database `url`, as a launch's storage creates them."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    optuna_driver_storage(url)._backend.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file holding Optuna's empty tables, for each test to copy."""
+    path = tmp_path_factory.mktemp("optuna-template") / "template.db"
+    _with_optuna_tables(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def postgres_template(make_postgres_database: Callable[..., Any]) -> Iterator[str]:
+    """The name of a PostgreSQL database holding Optuna's empty tables, for each test to
+    copy (`CREATE DATABASE ... TEMPLATE`: no connection to it may stay open)."""
+    with make_postgres_database() as url:
+        _with_optuna_tables(url)
+        yield url.rsplit("/", 1)[1]
+
+
 @pytest.fixture(
     params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
 )
-def storage(request: pytest.FixtureRequest) -> Iterator[BaseStorage]:
-    """The driver's storage on a fresh database: SQLite, then PostgreSQL."""
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BaseStorage]:
+    """The driver's storage on a fresh database with Optuna's empty tables: SQLite, then
+    PostgreSQL."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    url = request.getfixturevalue(
-        {"sqlite": "sqlite_url", "postgresql": "postgres_url"}[request.param]
-    )
-    driver = optuna_driver_storage(url)
-    try:
-        yield driver
-    finally:
-        # before conftest's postgres_url drops the database
-        driver._backend.engine.dispose()
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            path = tmp_path / "studies.db"
+            shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+            url = f"sqlite:///{path}"
+        else:
+            template = request.getfixturevalue("postgres_template")
+            make = request.getfixturevalue("make_postgres_database")
+            url = stack.enter_context(make(template=template))
+        driver = optuna_driver_storage(url)
+        try:
+            yield driver
+        finally:
+            # before the database is dropped
+            driver._backend.engine.dispose()
 
 
 class TestDriverStorage(StorageTestCase):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,18 +26,7 @@ pytestmark = pytest.mark.slow
 
 def test_resume_after_the_driver_is_killed(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    base = [
-        sys.executable,
-        "-m",
-        "study",
-        "launch",
-        "--storage",
-        url,
-        "--name",
-        "crash",
-        "--results-dir",
-        str(tmp_path / "ray"),
-    ]
+    base = helpers.launch_command(url, "crash", tmp_path / "ray")
     study = (
         "--norms none,l2 --lr-points 2 --lr-min 0.01 --lr-max 0.3 --epochs 8 --batch-size 8 "
         "--max-concurrent 1 --fuse 1"
@@ -132,14 +120,13 @@ def test_ctrl_c_ends_the_launch_cleanly_and_resume_finishes_it(tmp_path):
     """SIGINT (Ctrl-C) mid-study: Tune stops, the queued writes land, the RUNNING trial and
     the configuration asked ahead become FAIL, exit code 130; launching again finishes."""
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    base = [sys.executable, "-m", "study", "launch", "--storage", url, "--name", "ctrlc"]
     study = (
         "--sampler random --sampler-seed 0 --trials 6 --norms none,l2 --epochs 8 "
         "--batch-size 8 --max-concurrent 1 --fuse 1"
     ).split()
-    results = ["--results-dir", str(tmp_path / "ray")]
+    command = helpers.launch_command(url, "ctrlc", tmp_path / "ray", *study)
     driver = subprocess.Popen(
-        base + study + results,
+        command,
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -175,7 +162,7 @@ def test_ctrl_c_ends_the_launch_cleanly_and_resume_finishes_it(tmp_path):
     assert optuna.trial.TrialState.WAITING not in states
 
     again = subprocess.run(  # the same command again, as the interrupted launch says
-        base + study + results, cwd=REPO, capture_output=True, text=True, timeout=400
+        command, cwd=REPO, capture_output=True, text=True, timeout=400
     )
     assert again.returncode == 0, again.stdout + again.stderr
     rows = helpers.trials(url, "ctrlc")

@@ -10,7 +10,6 @@ configurations again, which a fresh sampler with the same seed would.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -134,8 +133,7 @@ def test_resume_of_a_seeded_random_study_samples_new_configurations(tmp_path):
     """`launch --trials 4 --sampler random --sampler-seed 7`, then `--resume --trials 8`:
     eight distinct configurations (they used to repeat the first four)."""
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    base = [sys.executable, "-m", "study", "launch", "--storage", url, "--name", "rp"]
-    base += ["--results-dir", str(tmp_path / "ray")]
+    base = helpers.launch_command(url, "rp", tmp_path / "ray")
     first = base + "--epochs 2 --trials 4 --sampler random --sampler-seed 7".split()
     for argv in (first, base + ["--resume", "--trials", "8"]):
         proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=400)

@@ -1,67 +1,35 @@
 """A real `insgd-study launch` (its own local Ray, as a process) of a grid with the frozen
 control beside SGD and INSGD-l2 in one study: the results rows carry each trial's variant,
 optimizer, norm and beta, Optuna's trials a `variant` parameter, and `insgd-study query`
-filters on the variant and shows beta."""
+filters on the variant and shows beta.
+
+The launch is tests/conftest.py's session-wide `frozen_study`, which
+tests/analysis/test_analysis_frozen_study.py reads too (one launch for both)."""
 
 from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from contextlib import redirect_stdout
-from pathlib import Path
 
 import optuna
 import pytest
 import study_helpers as helpers
 
-REPO = Path(__file__).resolve().parents[2]
-VARIANTS = ("sgd", "insgd-l2", "insgd-l2-frozen")
 pytestmark = pytest.mark.slow
 
 
-def test_a_grid_runs_the_frozen_control_beside_sgd_and_insgd(tmp_path):
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
-    argv = [
-        sys.executable,
-        "-m",
-        "study",
-        "launch",
-        "--storage",
-        url,
-        "--name",
-        "frozen",
-        "--results-dir",
-        str(tmp_path / "ray"),
-        "--dataset",
-        "digits",
-        "--model",
-        "mlp",
-        "--variants",
-        ",".join(VARIANTS),
-        "--sampler",
-        "grid",
-        "--lr-points",
-        "2",
-        "--lr-min",
-        "0.01",
-        "--lr-max",
-        "0.1",
-        "--epochs",
-        "1",
-        "--max-concurrent",
-        "2",
-    ]
-    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "grid over sgd,insgd-l2,insgd-l2-frozen, 0 of 6 trials finished" in proc.stdout
-    assert "insgd-l2-frozen" in proc.stdout.split("best configuration per variant")[1]
+def test_a_grid_runs_the_frozen_control_beside_sgd_and_insgd(frozen_study):
+    url, variants, lrs = frozen_study.url, frozen_study.variants, frozen_study.lrs
+    out = frozen_study.stdout
+    trials = len(variants) * len(lrs) * frozen_study.seeds
+    assert f"grid over {','.join(variants)}, 0 of {trials} trials finished" in out
+    assert "insgd-l2-frozen" in out.split("best configuration per variant")[1]
 
-    rows = helpers.trials(url, "frozen")
-    assert len(rows) == 6 and {r.state for r in rows} == {"COMPLETE"}
-    assert sorted((r.variant, r.lr) for r in rows) == sorted(
-        (v, lr) for v in VARIANTS for lr in (0.01, 0.1)
+    rows = helpers.trials(url, frozen_study.name)
+    assert len(rows) == trials and {r.state for r in rows} == {"COMPLETE"}
+    assert sorted((r.variant, round(r.lr, 12), r.seed) for r in rows) == sorted(
+        (v, lr, seed) for v in variants for lr in lrs for seed in range(frozen_study.seeds)
     )
     trained = {(r.variant, r.optimizer, r.norm, r.beta, r.eps) for r in rows}
     assert trained == {
@@ -71,23 +39,26 @@ def test_a_grid_runs_the_frozen_control_beside_sgd_and_insgd(tmp_path):
     }
     for row in rows:  # the whole TrainConfig the worker trained, as the row keeps it
         assert row.params["beta"] == (1.0 if row.variant == "insgd-l2-frozen" else None)
-        assert row.epochs_completed == 1
+        assert row.epochs_completed == frozen_study.epochs or row.diverged
 
-    ot = helpers.optuna_trials(url, "frozen")
-    assert len(ot) == 6 and {t.state for t in ot} == {optuna.trial.TrialState.COMPLETE}
+    ot = helpers.optuna_trials(url, frozen_study.name)
+    assert len(ot) == len(variants) * len(lrs)  # one Optuna trial per configuration
+    assert {t.state for t in ot} == {optuna.trial.TrialState.COMPLETE}
     by_number = {r.trial_number: r for r in rows}
     for trial in ot:
         variant = trial.params["variant"]
         assert trial.distributions["variant"] == optuna.distributions.CategoricalDistribution(
-            VARIANTS
+            variants
         )
         assert set(trial.params) == (
             {"variant", "lr"} if variant == "sgd" else {"variant", "lr", "eps"}
         )
         assert trial.user_attrs["variant"] == variant
-        (number,) = trial.user_attrs["trial_numbers"]
-        assert by_number[number].variant == variant
-        assert by_number[number].lr == pytest.approx(trial.params["lr"])
+        members = [by_number[n] for n in trial.user_attrs["trial_numbers"]]
+        assert sorted(m.seed for m in members) == list(range(frozen_study.seeds))
+        for member in members:
+            assert member.variant == variant
+            assert member.lr == pytest.approx(trial.params["lr"])
 
     from study import cli
 
@@ -97,7 +68,7 @@ def test_a_grid_runs_the_frozen_control_beside_sgd_and_insgd(tmp_path):
             ["query", "--storage", url, "--where", "variant=insgd-l2-frozen", "--format", "json"]
         )
     records = json.loads(out.getvalue())
-    assert code == 0 and len(records) == 2
+    assert code == 0 and len(records) == len(lrs) * frozen_study.seeds
     assert {(r["variant"], r["norm"], r["beta"]) for r in records} == {
         ("insgd-l2-frozen", "l2", 1.0)
     }
