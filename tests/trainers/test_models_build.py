@@ -11,6 +11,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from trainers.models import MODEL_NAMES, WRN_PATTERN, build_model, check_model_name
 
+# Small batches through resnet50 and friends on a shared 2-core box: a second OpenMP
+# thread mostly waits for the core another process holds.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # (model, in_channels, image_size, num_classes): the datasets each model is meant for.
 SHAPES = [
     ("mlp", 1, 8, 10),
