@@ -11,8 +11,8 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -69,19 +69,17 @@ def sqlite_url(tmp_path) -> str:
 
 
 @contextmanager
-def fresh_postgres_database(template: str | None = None) -> Iterator[str]:
-    """A new PostgreSQL database (empty, or a copy of database `template`), its URL, and
-    the database dropped afterwards. Where the server is missing: skipped, failed
-    under CI=true."""
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database, its URL, and the database dropped afterwards.
+    Where the server is missing: skipped, failed under CI=true."""
     import sqlalchemy as sa
 
     name = f"insgd_t_{uuid.uuid4().hex[:12]}"
-    copy = f' TEMPLATE "{template}"' if template else ""
     # pre-ping: a test may restart the server (tests/study/test_study_db_faults.py)
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"{copy}'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # noqa: BLE001 - any connection failure means "not available"
         admin.dispose()
         _pg_unavailable(" ".join(str(exc).split())[:200])
@@ -106,13 +104,6 @@ def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
     with fresh_postgres_database() as url:
         yield url
-
-
-@pytest.fixture(scope="session")
-def make_postgres_database() -> Callable[..., AbstractContextManager[str]]:
-    """`fresh_postgres_database` for the fixtures of test modules (which cannot import
-    this conftest), e.g. a copy per test of a database prepared once as a template."""
-    return fresh_postgres_database
 
 
 @pytest.fixture(scope="module")

@@ -149,7 +149,8 @@ class Outages:
 @pytest.fixture(scope="module")
 def outages(tmp_path_factory, module_postgres_url, pg_server) -> Outages:
     """One launch on PostgreSQL through both outages: the server stopped for 5 seconds
-    once 2 trials are COMPLETE, then restarted once 4 are (4 of the 8 still to run)."""
+    once 2 trials are COMPLETE, then restarted once 4 are, with trials still to run (the
+    writes held back by the stop land at once when it ends: ~4 COMPLETE by then)."""
     url, name = module_postgres_url, "outages"
     driver = _start(url, name, tmp_path_factory.mktemp("outages"))
     try:

@@ -6,10 +6,10 @@ serve the driver's RUNNING trials from memory and write them with its own statem
 rows it writes against Optuna's; these run Optuna's conformance suite for third-party
 storages (`optuna.testing.pytest_storages.StorageTestCase`, shipped with Optuna) on the
 storage exactly as a launch builds it (`study.run.runner.optuna_driver_storage`), on
-SQLite and on PostgreSQL (a fresh database per test: a copy of one in which the same call
-created Optuna's tables, once per module, rather than ~120 schema creations), so an
-Optuna upgrade that changes what a storage must do fails here, by the name of the
-broken rule.
+SQLite and on PostgreSQL, so an Optuna upgrade that changes what a storage must do fails
+here, by the name of the broken rule. Each test starts from the empty tables the same call
+creates: it creates them once per module (not ~120 times), and each test gets a copy of
+that SQLite file, or the PostgreSQL database with every table it left empty truncated.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ from __future__ import annotations
 import ast
 import pickle
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy as sa
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.testing.pytest_storages import StorageTestCase
@@ -51,36 +50,60 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def postgres_template(make_postgres_database: Callable[..., Any]) -> Iterator[str]:
-    """The name of a PostgreSQL database holding Optuna's empty tables, for each test to
-    copy (`CREATE DATABASE ... TEMPLATE`: no connection to it may stay open)."""
-    with make_postgres_database() as url:
-        _with_optuna_tables(url)
-        yield url.rsplit("/", 1)[1]
+def postgres_with_optuna_tables(module_postgres_url: str) -> tuple[str, list[str]]:
+    """A PostgreSQL database holding Optuna's tables, and the names of those its creation
+    left empty (all but Optuna's version rows): what each test empties again."""
+    _with_optuna_tables(module_postgres_url)
+    engine = sa.create_engine(module_postgres_url)
+    try:
+        with engine.connect() as conn:
+            tables = sa.inspect(conn).get_table_names()
+            empty = [
+                t
+                for t in tables
+                if conn.execute(sa.select(sa.func.count()).select_from(sa.table(t))).scalar() == 0
+            ]
+    finally:
+        engine.dispose()
+    return module_postgres_url, empty
+
+
+def _emptied(url: str, tables: list[str]) -> str:
+    """`url` with `tables` as their creation left them: rows gone, ids from 1 again, and
+    no session of an earlier test left (one could hold a lock)."""
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            names = ", ".join(f'"{t}"' for t in tables)
+            conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    finally:
+        engine.dispose()
+    return url
 
 
 @pytest.fixture(
     params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
 )
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BaseStorage]:
-    """The driver's storage on a fresh database with Optuna's empty tables: SQLite, then
-    PostgreSQL."""
+    """The driver's storage on Optuna's empty tables: SQLite, then PostgreSQL."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    with ExitStack() as stack:
-        if request.param == "sqlite":
-            path = tmp_path / "studies.db"
-            shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-            url = f"sqlite:///{path}"
-        else:
-            template = request.getfixturevalue("postgres_template")
-            make = request.getfixturevalue("make_postgres_database")
-            url = stack.enter_context(make(template=template))
-        driver = optuna_driver_storage(url)
-        try:
-            yield driver
-        finally:
-            # before the database is dropped
-            driver._backend.engine.dispose()
+    if request.param == "sqlite":
+        path = tmp_path / "studies.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        url = f"sqlite:///{path}"
+    else:
+        url = _emptied(*request.getfixturevalue("postgres_with_optuna_tables"))
+    driver = optuna_driver_storage(url)
+    try:
+        yield driver
+    finally:
+        driver._backend.engine.dispose()  # before conftest drops the database
 
 
 class TestDriverStorage(StorageTestCase):
