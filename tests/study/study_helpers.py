@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def launch_command(url: str, name: str, results_dir: Path, *flags: str) -> list[str]:
@@ -93,6 +99,76 @@ def kill_all(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def mid_trial(row: Any) -> bool:
+    """RUNNING with epochs to spare (of 8): a kill then never races the trial's last epoch."""
+    return row.state == "RUNNING" and 1 <= row.epochs_completed <= 5
+
+
+def _rows_when_readable(url: str, name: str) -> list[Any]:
+    try:
+        return trials(url, name)
+    except Exception:  # noqa: BLE001 - the study may not exist yet
+        return []
+
+
+def kill_workers_when(
+    url: str, name: str, ready: Callable[[list[Any]], bool], timeout: float = 300
+) -> tuple[threading.Thread, list[int]]:
+    """Start a thread that SIGKILLs this process's Ray Tune trial workers once `ready`
+    holds for study `name`'s rows (for a launch run in this process); the thread and the
+    list it fills with the killed pids (empty if `ready` never held)."""
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not killed:
+            time.sleep(0.05)
+            rows = _rows_when_readable(url, name)
+            if rows and ready(rows):
+                workers = trial_workers(os.getpid())
+                if workers:
+                    kill_all(workers)
+                    killed.extend(workers)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    return thread, killed
+
+
+def kill_driver_when(
+    argv: Sequence[str],
+    url: str,
+    name: str,
+    ready: Callable[[list[Any]], bool],
+    log: Path,
+    timeout: float = 240,
+) -> None:
+    """Launch `argv` as a process (output to `log`), SIGKILL it once `ready` holds for
+    study `name`'s rows, then kill what it started (its Ray, by id, as a reboot would).
+    Fails the test if the launch ends first or `ready` never holds."""
+    with open(log, "w") as out:
+        driver = subprocess.Popen(
+            list(argv), cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        tree: set[int] = set()
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                assert driver.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the study never got going"
+                tree.update(descendants(driver.pid))
+                if ready(_rows_when_readable(url, name)):
+                    break
+                time.sleep(0.05)
+            tree.update(descendants(driver.pid))
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+        finally:
+            kill_all(sorted(tree))
+            if driver.poll() is None:
+                driver.kill()
 
 
 def trials(url: str, name: str) -> list[Any]:

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -298,24 +295,9 @@ def test_random_sampler_with_seeds_in_bundles_keeps_its_groups(local_ray, tmp_pa
 @pytest.mark.slow
 def test_a_bundle_resumes_from_its_checkpoint_when_its_worker_dies(local_ray, tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    killed: list[int] = []
-
-    def killer() -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not killed:
-            time.sleep(0.05)
-            try:
-                rows = helpers.trials(url, "killed")
-            except Exception:  # noqa: BLE001 - the study may not exist yet
-                continue
-            if rows and all(r.state == "RUNNING" and 1 <= r.epochs_completed <= 5 for r in rows):
-                workers = helpers.trial_workers(os.getpid())
-                if workers:
-                    helpers.kill_all(workers)
-                    killed.extend(workers)
-
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
+    thread, killed = helpers.kill_workers_when(
+        url, "killed", lambda rows: all(helpers.mid_trial(r) for r in rows)
+    )
     code, out, _, _ = study(
         tmp_path,
         "killed",
@@ -354,33 +336,13 @@ def test_resume_after_the_driver_is_killed_mid_bundle(tmp_path, sampler):
         f"--norms none,l2 {search} --lr-min 0.01 --lr-max 0.3 --epochs 8 --batch-size 8 "
         "--max-concurrent 1 --fuse 4"
     ).split()
-    log = open(tmp_path / "first.log", "w")
-    driver = subprocess.Popen(
-        base + study_flags, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    helpers.kill_driver_when(  # mid-way through the first bundle: its 4 members
+        base + study_flags,
+        url,
+        "crash",
+        lambda rows: len([r for r in rows if helpers.mid_trial(r)]) == 4,
+        tmp_path / "first.log",
     )
-    tree: set[int] = set()
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert driver.poll() is None, (tmp_path / "first.log").read_text()
-            assert time.monotonic() < deadline, "the study never got going"
-            tree.update(helpers.descendants(driver.pid))
-            try:
-                rows = helpers.trials(url, "crash")
-            except Exception:  # noqa: BLE001 - not created yet
-                rows = []
-            running = [r for r in rows if r.state == "RUNNING" and 1 <= r.epochs_completed <= 5]
-            if len(running) == 4:  # the first bundle, mid-way
-                break
-            time.sleep(0.05)
-        tree.update(helpers.descendants(driver.pid))
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        helpers.kill_all(sorted(tree))
-        if driver.poll() is None:
-            driver.kill()
-        log.close()
 
     before = {r.trial_number: r for r in helpers.trials(url, "crash")}
     killed = [n for n, r in before.items() if r.state == "RUNNING"]

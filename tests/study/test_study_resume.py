@@ -31,35 +31,15 @@ def test_resume_after_the_driver_is_killed(tmp_path):
         "--norms none,l2 --lr-points 2 --lr-min 0.01 --lr-max 0.3 --epochs 8 --batch-size 8 "
         "--max-concurrent 1 --fuse 1"
     ).split()
-    log = open(tmp_path / "first.log", "w")
-    driver = subprocess.Popen(
-        base + study, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    helpers.kill_driver_when(  # one trial done, the next mid-trial
+        base + study,
+        url,
+        "crash",
+        lambda rows: (
+            any(r.state == "COMPLETE" for r in rows) and any(helpers.mid_trial(r) for r in rows)
+        ),
+        tmp_path / "first.log",
     )
-    tree: set[int] = set()
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert driver.poll() is None, (tmp_path / "first.log").read_text()
-            assert time.monotonic() < deadline, "the study never got going"
-            tree.update(helpers.descendants(driver.pid))
-            try:
-                rows = helpers.trials(url, "crash")
-            except Exception:  # noqa: BLE001 - not created yet
-                rows = []
-            done = [r for r in rows if r.state == "COMPLETE"]
-            # mid-trial, with epochs to spare: the kill must not race the trial's last epoch
-            running = [r for r in rows if r.state == "RUNNING" and 1 <= r.epochs_completed <= 5]
-            if done and running:
-                break
-            time.sleep(0.05)
-        tree.update(helpers.descendants(driver.pid))
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        helpers.kill_all(sorted(tree))  # the dead driver's Ray: by id, as a reboot would
-        if driver.poll() is None:
-            driver.kill()
-        log.close()
 
     before = {r.trial_number: r for r in helpers.trials(url, "crash")}
     killed = [n for n, r in before.items() if r.state == "RUNNING"]

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import gc
 import io
-import os
 import socket
 import threading
-import time
 from collections import Counter
 
 import optuna
@@ -216,25 +214,10 @@ def test_tpe_on_a_whole_gpu_survives_a_killed_worker(local_ray, tmp_path):
     """TPE with 2 seeds, one (fake) GPU per trial so one runs at a time; a worker process
     is SIGKILLed mid-trial and its trial resumes from its last epoch's checkpoint."""
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    killed: list[int] = []
-
-    def killer() -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not killed:
-            time.sleep(0.05)
-            try:
-                rows = helpers.trials(url, "tpe")
-            except Exception:  # noqa: BLE001 - the study may not exist yet
-                continue
-            # mid-trial with epochs to spare (8 epochs of batch 8: a window even on fast CPUs)
-            if any(r.state == "RUNNING" and 1 <= r.epochs_completed <= 5 for r in rows):
-                workers = helpers.trial_workers(os.getpid())
-                if workers:
-                    helpers.kill_all(workers)
-                    killed.extend(workers)
-
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
+    # mid-trial with epochs to spare (8 epochs of batch 8: a window even on fast CPUs)
+    thread, killed = helpers.kill_workers_when(
+        url, "tpe", lambda rows: any(helpers.mid_trial(r) for r in rows)
+    )
     code, out, _ = study(
         tmp_path,
         "tpe",
